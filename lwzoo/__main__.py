@@ -1,0 +1,3 @@
+from lwzoo.cli import main
+
+main()

@@ -1,0 +1,106 @@
+"""Pretraining checkpoints: written atomically, read back with clear errors.
+
+A checkpoint is a plain dict of tensors and builtins (so ``torch.load(weights_only=True)`` reads it,
+and nothing arbitrary is unpickled) holding everything later stages need: the arch, the resolved
+recipe, model/optimizer/scaler state, the queue, epoch and step, RNG states, the data it saw and the
+lwzoo version.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import shutil
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import LwzooError
+
+FORMAT = "lwzoo-pretrain/1"
+LAST = "checkpoint-last.pt"
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temp file beside ``path``, fsync, then rename over it: a crash mid-write
+    leaves the previous file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def atomic_copy(src: str | Path, dst: str | Path) -> None:
+    dst = Path(dst)
+    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read an lwzoo pretraining checkpoint onto the CPU, or raise LwzooError saying what is wrong."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / LAST
+    if not path.is_file():
+        raise LwzooError(f"checkpoint '{path}' does not exist")
+    try:
+        with warnings.catch_warnings():  # torch warns about odd pickle protocols before failing
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "Weights only load failed" in reason:
+            # lwzoo never unpickles arbitrary objects, so it does not pass on torch's advice to do so
+            reason = "it holds Python objects that lwzoo does not load, or is damaged"
+        raise LwzooError(
+            f"checkpoint '{path}' is corrupt or not a PyTorch file ({reason}); "
+            "resume from an earlier checkpoint or start a new run"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise LwzooError(f"'{path}' is not an lwzoo pretraining checkpoint (format {found!r}, expected {FORMAT!r})")
+    return ckpt
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))

@@ -1,0 +1,54 @@
+"""The ``lwzoo`` app: registers the commands and turns LwzooError into one clean line."""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import typer
+
+from ..errors import LwzooError
+from .pretrain import pretrain_command
+from .recipes import recipes_command
+
+app = typer.Typer(
+    name="lwzoo",
+    help="Self-supervised pretraining and export of lightweight image encoders (MoCo v2 + smoothed InfoNCE).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("pretrain")(pretrain_command)
+app.command("recipes")(recipes_command)
+
+
+def _optional_resume_value(argv: list[str]) -> list[str]:
+    """Let ``--resume`` stand alone: with no path after it, it means the newest run."""
+    out = list(argv)
+    for i, token in enumerate(out):
+        if token != "--resume":
+            continue
+        nxt = out[i + 1] if i + 1 < len(out) else None
+        looks_like_path = nxt is not None and (Path(nxt).exists() or "/" in nxt or nxt.endswith((".pt", ".pth")))
+        if nxt is None or nxt.startswith("-") or not looks_like_path:
+            out.insert(i + 1, "last")
+        break
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``lwzoo`` console script. ``LWZOO_DEBUG=1`` shows tracebacks."""
+    debug = os.environ.get("LWZOO_DEBUG", "") not in ("", "0")
+    if not debug:
+        warnings.formatwarning = lambda message, category, *args, **kwargs: f"lwzoo: warning: {message}\n"
+    args = _optional_resume_value(sys.argv[1:] if argv is None else argv)
+    try:
+        app(args=args, prog_name="lwzoo")
+    except LwzooError as e:
+        if debug:
+            raise
+        print(f"lwzoo: error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ..archs import list_archs
+from ..pretrain import pretrain
+from .common import DeviceOpt, OutOpt, QuietOpt, SeedOpt
+
+
+def pretrain_command(
+    arch: Annotated[str, typer.Argument(help=f"Architecture: {', '.join(list_archs())}.", show_default=False)],
+    recipe: Annotated[
+        Optional[str],
+        typer.Option(
+            "--recipe",
+            "-r",
+            help="Recipe name or YAML path. Default: the arch's tuned recipe; 'demo' on the built-in data.",
+        ),
+    ] = None,
+    set_: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--set", "-s", metavar="KEY=VALUE", help="Override a recipe value, e.g. --set optim.lr=0.06 (repeatable)."
+        ),
+    ] = None,
+    data: Annotated[
+        Optional[str],
+        typer.Option(
+            "--data",
+            "-d",
+            help="Folder of images, searched recursively. Default: the built-in demo set.",
+            show_default=False,
+        ),
+    ] = None,
+    epochs: Annotated[
+        Optional[int], typer.Option("--epochs", "-e", help="Set train.epochs.", show_default=False)
+    ] = None,
+    batch_size: Annotated[
+        Optional[int],
+        typer.Option("--batch-size", "-b", help="Set train.batch_size (images per step).", show_default=False),
+    ] = None,
+    device: DeviceOpt = "auto",
+    out: OutOpt = None,
+    resume: Annotated[
+        Optional[str],
+        typer.Option(
+            "--resume",
+            metavar="[PATH]",
+            help="Continue a run: alone, the newest run of ARCH (or --out's); or a checkpoint or run folder.",
+            show_default=False,
+        ),
+    ] = None,
+    seed: SeedOpt = 0,
+    until_step: Annotated[
+        Optional[int],
+        typer.Option(
+            "--until-step", help="Stop with a checkpoint at this global step; --resume carries on.", show_default=False
+        ),
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Pretrain an encoder with MoCo v2 and smoothed InfoNCE."""
+    result = pretrain(
+        arch,
+        recipe=recipe,
+        overrides=set_ or [],
+        data=data,
+        epochs=epochs,
+        batch_size=batch_size,
+        device=device,
+        out=out,
+        resume=resume,
+        seed=seed,
+        until_step=until_step,
+        verbose=not quiet,
+    )
+    if result.interrupted:
+        raise typer.Exit(130 if result.interrupted == "SIGINT" else 143)

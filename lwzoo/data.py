@@ -1,0 +1,298 @@
+"""Image data: a folder of images (searched recursively, class sub-folders kept as labels) or the
+built-in demo set, decoded once to square uint8 tensors and served as batches in a seeded order.
+
+Small sets are decoded into memory (and cached on disk, so the next run starts at once); sets larger
+than ``data.in_memory_gb`` are decoded on the fly by DataLoader workers. Either way a batch is a
+uint8 tensor (B, 3, S, S) and augmentation happens afterwards on the training device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import signal
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+
+from .errors import LwzooError
+
+log = logging.getLogger("lwzoo")
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
+BUILTIN = "builtin"
+
+
+def cache_dir() -> Path:
+    """lwzoo's cache folder: ``$LWZOO_CACHE``, else ``$XDG_CACHE_HOME/lwzoo``, else ``~/.cache/lwzoo``."""
+    if os.environ.get("LWZOO_CACHE"):
+        return Path(os.environ["LWZOO_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lwzoo"
+
+
+@dataclass
+class ImageSet:
+    """Images with optional class labels.
+
+    Attributes:
+        source: ``"builtin:<split>"`` or the folder's resolved path.
+        size: side of the square uint8 images.
+        classes: class names (sub-folder names); empty when the folder has no class layout.
+        labels: (N,) class indices, or None without class folders.
+        images: (N, 3, S, S) uint8 when held in memory, else None (streamed from ``paths``).
+        paths: image files, for streamed folders.
+        skipped: (path, reason) of unreadable images left out.
+    """
+
+    source: str
+    size: int
+    classes: list[str]
+    labels: torch.Tensor | None
+    images: torch.Tensor | None = None
+    paths: list[Path] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.images) if self.images is not None else len(self.paths)
+
+    def describe(self) -> str:
+        where = "in memory" if self.images is not None else "streamed from disk"
+        cls = f"{len(self.classes)} classes" if self.classes else "no class folders"
+        return f"{len(self):,} images ({cls}) from {self.source}, decoded to {self.size}px, {where}"
+
+    def batches(
+        self, batch_size: int, epoch: int, seed: int, start: int = 0, workers: int = 0
+    ) -> Iterator[torch.Tensor]:
+        """The epoch's full batches from batch index ``start`` on, in an order fixed by (seed, epoch)."""
+        order = epoch_order(len(self), seed, epoch)
+        steps = len(self) // batch_size
+        if self.images is not None:
+            for i in range(start, steps):
+                yield self.images[order[i * batch_size : (i + 1) * batch_size]]
+            return
+        loader = DataLoader(
+            _DecodeDataset(self.paths, self.size),
+            batch_size=batch_size,
+            sampler=_ListSampler(order[start * batch_size : steps * batch_size].tolist()),
+            num_workers=workers,
+            collate_fn=_collate_decoded,
+            worker_init_fn=_ignore_sigint,
+            pin_memory=torch.cuda.is_available(),
+            drop_last=True,
+            persistent_workers=False,
+        )
+        for images, failed in loader:
+            for i, reason in failed:
+                self._skip(str(self.paths[i]), reason)
+            yield images  # short, or even empty, when some of its images were unreadable
+
+    def _skip(self, path: str, reason: str) -> None:
+        self.skipped.append((path, reason))
+        warnings.warn(f"skipping unreadable image {path}: {reason}", stacklevel=2)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The permutation of ``n`` images for ``epoch``, a function of (seed, epoch) only."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+def scan_folder(root: str | Path) -> tuple[list[Path], list[int] | None, list[str]]:
+    """Image files under ``root`` (recursive, sorted), with ImageFolder labels when every image sits in a
+    first-level sub-folder of ``root``."""
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise LwzooError(
+            f"data folder '{root}' does not exist; pass --data DIR with your images, "
+            "or omit --data for the built-in demo set"
+        )
+    if not root.is_dir():
+        raise LwzooError(f"--data must be a folder of images, but '{root}' is a file")
+    paths = sorted(
+        p
+        for p in root.rglob("*")
+        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not p.name.startswith(".")
+    )
+    if not paths:
+        exts = ", ".join(sorted(IMAGE_EXTENSIONS))
+        raise LwzooError(f"no images found under '{root}' (searched recursively for {exts})")
+    parts = [p.relative_to(root).parts for p in paths]
+    if all(len(pt) >= 2 for pt in parts):
+        classes = sorted({pt[0] for pt in parts})
+        index = {c: i for i, c in enumerate(classes)}
+        return paths, [index[pt[0]] for pt in parts], classes
+    return paths, None, []
+
+
+def decode_image(path: str | Path, size: int) -> torch.Tensor:
+    """Read one image as RGB (greyscale, palette and alpha images converted; alpha composited on white),
+    centre-cropped to a square and resized to ``size``: (3, size, size) uint8."""
+    with Image.open(path) as img:
+        img = ImageOps.exif_transpose(img)
+        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+            rgba = img.convert("RGBA")
+            img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+        img = img.convert("RGB")
+        if img.size != (size, size):
+            img = ImageOps.fit(img, (size, size), Image.Resampling.BICUBIC)
+        return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+class _DecodeDataset(Dataset):
+    def __init__(self, paths: list[Path], size: int) -> None:
+        self.paths, self.size = paths, size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str]:
+        try:
+            return i, decode_image(self.paths[i], self.size), ""
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
+            return i, None, f"{type(e).__name__}: {e}"
+
+
+def _collate_decoded(items: list) -> tuple[torch.Tensor, list[tuple[int, str]]]:
+    ok = [x for _, x, _ in items if x is not None]
+    failed = [(i, reason) for i, x, reason in items if x is None]
+    return (torch.stack(ok) if ok else torch.empty(0, dtype=torch.uint8)), failed
+
+
+class _ListSampler(Sampler[int]):
+    def __init__(self, indices: list[int]) -> None:
+        self.indices = indices
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def _ignore_sigint(_: int) -> None:
+    # Ctrl-C is the main process's to handle: it saves a checkpoint, then stops the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def default_workers() -> int:
+    return min(8, os.cpu_count() or 1)
+
+
+def load_images(
+    data: str | Path | None,
+    size: int,
+    split: str = "train",
+    in_memory_gb: float = 4.0,
+    workers: int | None = None,
+    use_cache: bool = True,
+) -> ImageSet:
+    """Open ``data`` (a folder, or None / ``"builtin"`` for the demo set) as square uint8 images of side ``size``."""
+    if data is None or str(data) == BUILTIN or str(data).startswith(f"{BUILTIN}:"):
+        from .builtin_data import builtin_images
+
+        if data is not None and ":" in str(data):
+            split = str(data).partition(":")[2]
+        return builtin_images(split, size)
+    paths, labels, classes = scan_folder(data)
+    root = str(Path(data).expanduser().resolve())
+    label_t = torch.tensor(labels) if labels is not None else None
+    if len(paths) * 3 * size * size > in_memory_gb * 2**30:
+        return ImageSet(root, size, classes, label_t, paths=paths)
+    return _decode_in_memory(
+        root, paths, label_t, classes, size, default_workers() if workers is None else workers, use_cache
+    )
+
+
+def _folder_key(paths: list[Path], size: int) -> str:
+    h = hashlib.sha256(f"v1|{size}".encode())
+    for p in paths:
+        st = p.stat()
+        h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:24]
+
+
+def _decode_in_memory(
+    root: str,
+    paths: list[Path],
+    labels: torch.Tensor | None,
+    classes: list[str],
+    size: int,
+    workers: int,
+    use_cache: bool,
+) -> ImageSet:
+    cache_file = cache_dir() / "decoded" / f"{_folder_key(paths, size)}.pt"
+    if use_cache and cache_file.is_file():
+        try:
+            cached = torch.load(cache_file, weights_only=True)
+            log.info("using decoded images cached at %s", cache_file)
+            keep = cached["keep"]
+            skipped = [
+                (str(paths[i]), r)
+                for i, r in zip(cached["skipped_idx"].tolist(), cached["skipped_reason"], strict=True)
+            ]
+            return ImageSet(
+                root, size, classes, labels[keep] if labels is not None else None, cached["images"], skipped=skipped
+            )
+        except Exception as e:  # a stale or partial cache is only a lost speed-up
+            log.warning("ignoring unreadable decode cache %s (%s)", cache_file, e)
+
+    images = torch.empty(len(paths), 3, size, size, dtype=torch.uint8)
+    ok = torch.zeros(len(paths), dtype=torch.bool)
+    reasons: dict[int, str] = {}
+    loader = DataLoader(
+        _DecodeDataset(paths, size),
+        batch_size=256,
+        num_workers=workers,
+        collate_fn=lambda items: items,
+        worker_init_fn=_ignore_sigint if workers else None,
+    )
+    with tqdm(total=len(paths), desc="decoding images", unit="img", leave=False, disable=len(paths) < 2000) as bar:
+        for items in loader:
+            for i, x, reason in items:
+                if x is None:
+                    reasons[i] = reason
+                else:
+                    images[i] = x
+                    ok[i] = True
+            bar.update(len(items))
+    for i, reason in sorted(reasons.items()):
+        warnings.warn(f"skipping unreadable image {paths[i]}: {reason}", stacklevel=2)
+    if not ok.any():
+        raise LwzooError(
+            f"none of the {len(paths)} images under '{root}' could be read (first: {paths[0]}: {reasons[0]})"
+        )
+    keep = ok.nonzero().squeeze(1)
+    result = ImageSet(
+        root,
+        size,
+        classes,
+        labels[keep] if labels is not None else None,
+        images[keep].contiguous(),
+        skipped=[(str(paths[i]), r) for i, r in sorted(reasons.items())],
+    )
+    if use_cache:
+        _save_cache(cache_file, result.images, keep, reasons)
+    return result
+
+
+def _save_cache(path: Path, images: torch.Tensor, keep: torch.Tensor, reasons: dict[int, str]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        payload = {
+            "images": images,
+            "keep": keep,
+            "skipped_idx": torch.tensor(sorted(reasons), dtype=torch.long),
+            "skipped_reason": [reasons[i] for i in sorted(reasons)],
+        }
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except OSError as e:  # a read-only or full cache folder only costs the next run a decode
+        log.warning("could not write decode cache %s (%s)", path, e)

@@ -1,0 +1,55 @@
+"""Run metrics: one JSON object per line in ``metrics.jsonl``, mirrored to TensorBoard when installed."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+
+class MetricsLog:
+    """Append-only metrics for one run folder.
+
+    Rows are ``{"kind": "step" | "epoch" | ..., "step": int, ...}``. Opening with ``resume_step``
+    drops rows logged after that step, so a resumed run does not repeat steps the crash lost.
+    """
+
+    def __init__(self, out_dir: Path, resume_step: int | None = None, tensorboard: bool = True) -> None:
+        self.path = out_dir / "metrics.jsonl"
+        if resume_step is not None and self.path.exists():
+            rows = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        self._file = open(self.path, "a", buffering=1)  # noqa: SIM115 (held open for the run, closed in close())
+        self._tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(out_dir / "tensorboard"), purge_step=resume_step)
+            except ImportError:  # tensorboard is optional
+                self._tb = None
+
+    def log(self, kind: str, step: int, **values: Any) -> None:
+        row = {"kind": kind, "step": step, **values}
+        self._file.write(json.dumps(row) + "\n")
+        if self._tb is not None:
+            for key, value in values.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                    self._tb.add_scalar(f"{kind}/{key}", value, step)
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a ``metrics.jsonl``, skipping a torn last line."""
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows

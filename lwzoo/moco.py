@@ -1,0 +1,109 @@
+"""MoCo v2 (He et al. 2020, arXiv 1911.05722; Chen et al. 2020, arXiv 2003.04297) for any timm backbone:
+a query encoder (backbone + MLP projector), its momentum copy as the key encoder, and a queue of keys.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Projector(nn.Sequential):
+    """MoCo v2's projection head, ``Linear(in, hidden) -> ReLU -> Linear(hidden, out)``, no BatchNorm."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int) -> None:
+        super().__init__(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))
+
+
+class KeyQueue(nn.Module):
+    """A FIFO of K L2-normalised keys, the negatives of InfoNCE.
+
+    ``push`` overwrites the oldest entries and wraps around, so K need not be a multiple of the
+    batch size. It starts filled with random unit vectors, as in MoCo.
+    """
+
+    keys: torch.Tensor
+    ptr: torch.Tensor
+
+    def __init__(self, size: int, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("keys", F.normalize(torch.randn(size, dim), dim=1))  # K x D
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def push(self, new_keys: torch.Tensor) -> None:
+        """Enqueue (B, D) keys in order, dropping the B oldest."""
+        size = len(self.keys)
+        new_keys = new_keys[-size:]  # a batch larger than the queue keeps only its newest keys
+        idx = (self.ptr + torch.arange(len(new_keys), device=self.keys.device)) % size
+        self.keys[idx] = new_keys.to(self.keys.dtype)
+        self.ptr.copy_((self.ptr + len(new_keys)) % size)
+
+
+@torch.no_grad()
+def update_momentum(online: nn.Module, target: nn.Module, m: float) -> None:
+    """EMA of parameters, ``target = m * target + (1 - m) * online``. Buffers (BN statistics) are
+    not averaged: the key encoder keeps its own, as in MoCo."""
+    t_params = [p for p in target.parameters()]
+    o_params = [p.detach() for p in online.parameters()]
+    torch._foreach_lerp_(t_params, o_params, 1.0 - m)
+
+
+class MoCo(nn.Module):
+    """Query encoder ``backbone -> projector``, momentum key encoder, and the key queue.
+
+    Args:
+        backbone: a timm model built with ``num_classes=0`` (forward gives pooled features).
+        feature_dim: the backbone's feature width.
+        dim: embedding width.
+        mlp_hidden: projector hidden width.
+        queue_size: K.
+        key_bn_splits: sub-batches the key encoder's BatchNorm sees (see :meth:`keys`).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feature_dim: int,
+        dim: int = 128,
+        mlp_hidden: int = 2048,
+        queue_size: int = 65536,
+        key_bn_splits: int = 1,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.projector = Projector(feature_dim, mlp_hidden, dim)
+        self.key_encoder = nn.Sequential(copy.deepcopy(backbone), copy.deepcopy(self.projector))
+        self.key_encoder.requires_grad_(False)
+        self.queue = KeyQueue(queue_size, dim)
+        self.key_bn_splits = key_bn_splits
+
+    def query(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalised query embeddings, (N, 3, H, W) -> (N, dim)."""
+        return F.normalize(self.projector(self.backbone(x)).float(), dim=1)
+
+    @torch.no_grad()
+    def keys(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """L2-normalised key embeddings, (N, 3, H, W) -> (N, dim), without gradient.
+
+        Single-device stand-in for MoCo's shuffle-BN. With one BatchNorm batch for both encoders,
+        a query and its key are normalised with the same batch statistics, which leaks a signature
+        the model can match instead of learning content (MoCo section 3.3). MoCo shuffles keys
+        across GPUs so each GPU's BN sees a different subset. Here the key batch is shuffled and
+        run as ``key_bn_splits`` separate forwards, so each key's BN statistics come from a random
+        subset unlike the query's full batch. Chunked forwards rather than swapped-in split-BN
+        layers keep the key encoder an exact structural copy of the query encoder, for any timm
+        backbone.
+        """
+        n = len(x)
+        perm = torch.randperm(n, device=x.device, generator=generator)
+        chunks = x[perm].chunk(self.key_bn_splits)
+        k = torch.cat([self.key_encoder(c) for c in chunks])  # N x dim, shuffled
+        k = k[torch.argsort(perm)]
+        return F.normalize(k.float(), dim=1)
+
+    def update_key_encoder(self, m: float) -> None:
+        update_momentum(nn.Sequential(self.backbone, self.projector), self.key_encoder, m)

@@ -1,0 +1,391 @@
+"""Recipes: YAML files validated into frozen dataclasses.
+
+A recipe file sets every field (the shipped ones carry a comment on where each value comes from),
+or names a ``base`` recipe and overrides some of its fields. Unknown keys, missing keys and values
+of the wrong type are errors that name the key and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import LwzooError
+from .resources import resource_dir
+
+
+@dataclass(frozen=True)
+class TrainCfg:
+    epochs: int
+    batch_size: int  # images per optimizer step, over all devices
+    log_every: int  # steps between metrics.jsonl rows
+    keep_every: int  # also keep checkpoint-epoch<E>.pt every this many epochs; 0 keeps only the last
+
+
+@dataclass(frozen=True)
+class OptimCfg:
+    lr: float  # at lr_batch_size images per step; scaled linearly with the real batch size
+    lr_batch_size: int
+    weight_decay: float
+    momentum: float
+    warmup_epochs: float
+    min_lr_ratio: float  # cosine decays to lr * min_lr_ratio
+    decay_norm_and_bias: bool  # apply weight decay to norm weights and biases too
+
+
+@dataclass(frozen=True)
+class MocoCfg:
+    dim: int  # embedding width after the projector
+    mlp_hidden: int  # projector hidden width
+    queue_size: int  # K, keys kept as negatives
+    momentum: float  # key encoder EMA momentum m at the start of training
+    momentum_schedule: Literal["constant", "cosine"]  # cosine raises m towards 1 by the end
+    temperature: float
+    symmetric: bool  # L(q1,k2) + L(q2,k1) instead of L(q1,k2)
+    key_bn_splits: int  # shuffled sub-batches for the key encoder's BatchNorm (single-device shuffle-BN)
+    zero_init_residual: bool  # start every residual block as identity (zero last-BN gamma)
+    queue_init: Literal["random", "keys"]  # start the queue with random unit vectors (MoCo) or real keys
+
+
+@dataclass(frozen=True)
+class LossCfg:
+    alpha: float  # target mass moved from the positive to the smoothing set
+    topk: int  # size of the smoothing set (nearest queue keys); ignored for uniform smoothing
+    smoothing: Literal["topk", "uniform"]
+    alpha_schedule: Literal["after_warmup", "cosine"]  # 0 through warmup then alpha, or a 0->alpha cosine
+
+
+@dataclass(frozen=True)
+class AugmentCfg:
+    image_size: int
+    crop_scale: tuple[float, float]
+    crop_ratio: tuple[float, float]
+    jitter: tuple[float, float, float, float]  # brightness, contrast, saturation, hue
+    jitter_p: float
+    grayscale_p: float
+    blur_p: float
+    blur_sigma: tuple[float, float]  # in pixels of the output view
+    flip_p: float
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class DataCfg:
+    decode_size: int | None  # images are decoded to this square size once; null: image_size * 8/7
+    in_memory_gb: float  # decoded sets up to this size stay in memory; larger ones stream from disk
+    workers: int | None  # decoding processes for streamed data; null: min(8, CPU count)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    train: TrainCfg
+    optim: OptimCfg
+    moco: MocoCfg
+    loss: LossCfg
+    augment: AugmentCfg
+    data: DataCfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    def to_yaml(self) -> str:
+        return yaml.dump(self.to_dict(), Dumper=_FlowListDumper, sort_keys=False)
+
+    def digest(self) -> str:
+        """A short hash of the resolved values, to tell recipes apart in exports and caches."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+class _FlowListDumper(yaml.SafeDumper):
+    """Sections as blocks, number lists inline: ``crop_scale: [0.2, 1.0]``."""
+
+
+_FlowListDumper.add_representer(
+    list, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
+)
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def recipes_dir() -> Path:
+    return resource_dir("recipes")
+
+
+def list_recipes() -> list[str]:
+    """Names of the recipes shipped in ``recipes/``."""
+    return sorted(p.stem for p in recipes_dir().glob("*.yaml"))
+
+
+def recipe_keys() -> list[str]:
+    """Every dotted key a recipe has, e.g. ``optim.lr``."""
+    return list(_field_types(Recipe))
+
+
+def _field_types(cls: type, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, tp in typing.get_type_hints(cls).items():
+        if dataclasses.is_dataclass(tp):
+            out.update(_field_types(tp, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = tp
+    return out
+
+
+def resolve_recipe_path(name_or_path: str | Path) -> Path:
+    """A recipe name (``mobilenetv3_large``) or a path to a YAML file, as a path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise LwzooError(f"recipe file '{path}' does not exist")
+        return path
+    shipped = recipes_dir() / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    names = list_recipes()
+    close = difflib.get_close_matches(str(name_or_path), names, n=3)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise LwzooError(
+        f"unknown recipe '{name_or_path}'.{hint} Shipped recipes: {', '.join(names)}; or pass a .yaml path"
+    )
+
+
+def _read_raw(name_or_path: str | Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = resolve_recipe_path(name_or_path).resolve()
+    if path in seen:
+        raise LwzooError(f"recipe '{path}' inherits from itself through 'base'")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise LwzooError(f"recipe '{path}' is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise LwzooError(f"recipe '{path}' must be a YAML mapping of sections, got {type(raw).__name__}")
+    base = raw.pop("base", None)
+    raw.setdefault("name", path.stem)
+    if base is None:
+        return raw
+    inherited = _read_raw(base if Path(str(base)).is_absolute() else _relative(path, str(base)), (*seen, path))
+    raw.setdefault("description", f"based on {inherited['name']}")
+    return _merge(inherited, raw)
+
+
+def _relative(recipe_path: Path, base: str) -> str | Path:
+    candidate = recipe_path.parent / base
+    return candidate if candidate.suffix in (".yaml", ".yml") else base
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """``["optim.lr=0.06", "moco.symmetric=true"]`` -> ``{"optim.lr": 0.06, "moco.symmetric": True}``."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise LwzooError(f"--set expects key=value, got '{pair}' (for example --set optim.lr=0.06)")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    keys = recipe_keys()
+    raw = _merge(raw, {})
+    for dotted, value in overrides.items():
+        if dotted not in keys:
+            close = difflib.get_close_matches(dotted, keys, n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise LwzooError(f"unknown recipe key '{dotted}'.{hint} Run `lwzoo recipes --keys` for the full list")
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise LwzooError(f"recipe section '{part}' must be a mapping")
+        node[leaf] = value
+    return raw
+
+
+def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
+    """Read, merge (``base``), override (dotted keys) and validate a recipe."""
+    raw = apply_overrides(_read_raw(name_or_path), overrides or {})
+    return recipe_from_dict(raw, source=str(name_or_path))
+
+
+def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
+    """Validate a plain mapping (a recipe file's content or a checkpoint's saved recipe)."""
+    recipe = _build(Recipe, raw, prefix="", source=source)
+    _check_ranges(recipe, source)
+    return recipe
+
+
+def _check_ranges(r: Recipe, source: str) -> None:
+    a = r.augment
+    rules: list[tuple[bool, str, Any, str]] = [
+        (r.train.epochs >= 1, "train.epochs", r.train.epochs, "at least 1"),
+        (r.train.batch_size >= 2, "train.batch_size", r.train.batch_size, "at least 2"),
+        (r.train.log_every >= 1, "train.log_every", r.train.log_every, "at least 1"),
+        (r.train.keep_every >= 0, "train.keep_every", r.train.keep_every, "0 or more"),
+        (r.optim.lr > 0, "optim.lr", r.optim.lr, "positive"),
+        (r.optim.lr_batch_size >= 1, "optim.lr_batch_size", r.optim.lr_batch_size, "at least 1"),
+        (r.optim.weight_decay >= 0, "optim.weight_decay", r.optim.weight_decay, "0 or more"),
+        (0 <= r.optim.momentum < 1, "optim.momentum", r.optim.momentum, "in [0, 1)"),
+        (
+            0 <= r.optim.warmup_epochs < r.train.epochs,
+            "optim.warmup_epochs",
+            r.optim.warmup_epochs,
+            f"in [0, train.epochs={r.train.epochs}); shorten it with --set optim.warmup_epochs=...",
+        ),
+        (0 <= r.optim.min_lr_ratio <= 1, "optim.min_lr_ratio", r.optim.min_lr_ratio, "in [0, 1]"),
+        (r.moco.dim >= 1, "moco.dim", r.moco.dim, "at least 1"),
+        (r.moco.mlp_hidden >= 1, "moco.mlp_hidden", r.moco.mlp_hidden, "at least 1"),
+        (r.moco.queue_size >= 1, "moco.queue_size", r.moco.queue_size, "at least 1"),
+        (0 <= r.moco.momentum <= 1, "moco.momentum", r.moco.momentum, "in [0, 1]"),
+        (r.moco.temperature > 0, "moco.temperature", r.moco.temperature, "positive"),
+        (
+            1 <= r.moco.key_bn_splits <= r.train.batch_size // 2,
+            "moco.key_bn_splits",
+            r.moco.key_bn_splits,
+            f"in [1, train.batch_size / 2 = {r.train.batch_size // 2}]",
+        ),
+        (0 <= r.loss.alpha < 1, "loss.alpha", r.loss.alpha, "in [0, 1)"),
+        (1 <= r.loss.topk <= r.moco.queue_size, "loss.topk", r.loss.topk, "in [1, moco.queue_size]"),
+        (a.image_size >= 8, "augment.image_size", a.image_size, "at least 8"),
+        (0 < a.crop_scale[0] <= a.crop_scale[1] <= 1, "augment.crop_scale", list(a.crop_scale), "0 < min <= max <= 1"),
+        (0 < a.crop_ratio[0] <= a.crop_ratio[1], "augment.crop_ratio", list(a.crop_ratio), "0 < min <= max"),
+        (
+            all(j >= 0 for j in a.jitter) and a.jitter[3] <= 0.5,
+            "augment.jitter",
+            list(a.jitter),
+            "non-negative, with hue at most 0.5",
+        ),
+        (0 <= a.blur_sigma[0] <= a.blur_sigma[1], "augment.blur_sigma", list(a.blur_sigma), "0 <= min <= max"),
+        (all(s > 0 for s in a.std), "augment.std", list(a.std), "positive"),
+        (r.data.decode_size is None or r.data.decode_size >= 8, "data.decode_size", r.data.decode_size, "null or >= 8"),
+        (r.data.in_memory_gb >= 0, "data.in_memory_gb", r.data.in_memory_gb, "0 or more"),
+        (r.data.workers is None or r.data.workers >= 0, "data.workers", r.data.workers, "null or 0 or more"),
+    ]
+    for name in ("jitter_p", "grayscale_p", "blur_p", "flip_p"):
+        rules.append((0 <= getattr(a, name) <= 1, f"augment.{name}", getattr(a, name), "a probability in [0, 1]"))
+    for ok, key, value, want in rules:
+        if not ok:
+            raise LwzooError(f"{source}: '{key}' is {value}, but must be {want}")
+
+
+def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
+    if not isinstance(raw, dict):
+        raise LwzooError(f"{source}: '{prefix.rstrip('.') or 'recipe'}' must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    unknown = set(raw) - set(hints)
+    if unknown:
+        key = sorted(unknown)[0]
+        candidates = [f"{prefix}{k}" for k in hints]
+        close = difflib.get_close_matches(f"{prefix}{key}", candidates, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise LwzooError(f"{source}: unknown recipe key '{prefix}{key}'.{hint}")
+    values = {}
+    for name, tp in hints.items():
+        dotted = f"{prefix}{name}"
+        if name not in raw:
+            if name == "description":
+                values[name] = ""
+                continue
+            raise LwzooError(
+                f"{source}: recipe key '{dotted}' is missing; set it in the file or inherit it with 'base:'"
+            )
+        if dataclasses.is_dataclass(tp):
+            values[name] = _build(tp, raw[name], f"{dotted}.", source)
+        else:
+            values[name] = _coerce(raw[name], tp, dotted, source)
+    return cls(**values)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"a list of {len(typing.get_args(tp))} numbers"
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    def fail() -> typing.NoReturn:
+        raise LwzooError(f"{source}: '{key}' must be {_type_name(tp)}, got {value!r}")
+
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key, source)
+            except LwzooError:
+                pass
+        fail()
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            fail()
+        return value
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            fail()
+        return tuple(_coerce(v, a, key, source) for v, a in zip(value, args, strict=True))
+    if tp is bool:
+        if not isinstance(value, bool):
+            fail()
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail()
+        return value
+    if tp is float:
+        if isinstance(value, bool):
+            fail()
+        if isinstance(value, (int, float)):
+            return float(value)
+        # PyYAML reads "1e-4" (no dot) as a string; accept it as the number it plainly is.
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                fail()
+        fail()
+    if tp is str:
+        if not isinstance(value, str):
+            fail()
+        return value
+    raise TypeError(f"unsupported recipe field type {tp!r} for {key}")

@@ -1,0 +1,199 @@
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lwzoo.checkpoint import LAST, load_checkpoint
+from lwzoo.cli.app import _optional_resume_value
+from lwzoo.metrics import read_metrics
+
+from .conftest import TINY, run_cli
+
+SETS = [arg for pair in [*TINY, "optim.warmup_epochs=0.5"] for arg in ("--set", pair)]
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("lwzoo: error:"), proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def test_help_lists_the_commands_and_options():
+    proc = run_cli("--help")
+    assert proc.returncode == 0 and "pretrain" in proc.stdout
+    proc = run_cli("pretrain", "--help")
+    for option in (
+        "--recipe",
+        "--set",
+        "--data",
+        "--epochs",
+        "--batch-size",
+        "--device",
+        "--out",
+        "--resume",
+        "--seed",
+    ):
+        assert option in proc.stdout, option
+
+
+def test_tiny_pretrain_through_the_cli(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli(
+        "pretrain",
+        "mobilenetv3_large",
+        "--data",
+        "builtin:val",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        *SETS,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "recipe:" in proc.stdout and "temperature:" in proc.stdout  # the resolved recipe is printed
+    assert "built-in demo set" in proc.stdout and "--data DIR" in proc.stdout
+    assert "done: 16 steps" in proc.stdout
+    ckpt = load_checkpoint(out / LAST)
+    assert ckpt["step"] == 16 and ckpt["recipe"]["name"] == "demo"
+    losses = [r["loss"] for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "step"]
+    assert len(losses) == 4 and all(np.isfinite(losses))
+
+
+@pytest.mark.parametrize(
+    "args,fragments",
+    [
+        (["pretrain", "mobilenetv3_large", "--data", "/no/such/folder"], ["does not exist"]),
+        (["pretrain", "mobilenetv3_lrg"], ["unknown architecture", "mobilenetv3_large"]),
+        (["pretrain", "mobilenetv3_large", "--set", "optim.lrr=0.1"], ["unknown recipe key 'optim.lrr'", "optim.lr"]),
+        (["pretrain", "mobilenetv3_large", "--set", "optim.lr=fast"], ["'optim.lr' must be a number", "fast"]),
+        (["pretrain", "mobilenetv3_large", "--set", "optim.lr"], ["key=value"]),
+        (["pretrain", "mobilenetv3_large", "--recipe", "nope"], ["unknown recipe 'nope'"]),
+        (["pretrain", "mobilenetv3_large", "--epochs", "0"], ["train.epochs", "at least 1"]),
+        (["pretrain", "mobilenetv3_large", "--device", "cuda:0"], ["no GPU"]),
+    ],
+)
+def test_bad_input_is_one_clean_line(args, fragments):
+    assert_clean_error(run_cli(*args, "--device", "cpu") if "--device" not in args else run_cli(*args), *fragments)
+
+
+def test_empty_data_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert_clean_error(run_cli("pretrain", "mobilenetv3_large", "--data", str(tmp_path / "empty")), "no images found")
+
+
+def test_resume_of_a_corrupt_checkpoint(tmp_path):
+    bad = tmp_path / "checkpoint-last.pt"
+    bad.write_bytes(b"\x80\x04 not a checkpoint")
+    assert_clean_error(run_cli("pretrain", "mobilenetv3_large", "--resume", str(bad)), "corrupt", str(bad))
+
+
+def test_unreadable_images_are_skipped_and_counted(tmp_path):
+    data = tmp_path / "data"
+    for cls in ("a", "b"):
+        (data / cls).mkdir(parents=True)
+        for i in range(40):
+            Image.fromarray(np.full((12, 12, 3), i * 6, dtype=np.uint8)).save(data / cls / f"{i}.png")
+    (data / "a" / "zz-broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    proc = run_cli(
+        "pretrain",
+        "mobilenetv3_large",
+        "--data",
+        str(data),
+        "--recipe",
+        "demo",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "run"),
+        *SETS,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "lwzoo: warning: skipping unreadable image" in proc.stderr and "zz-broken.png" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "skipped 1 unreadable image" in proc.stdout
+    assert load_checkpoint(tmp_path / "run" / LAST)["data"]["skipped"] == 1
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_saves_a_checkpoint_and_exits_cleanly(tmp_path, sig, code):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lwzoo",
+            "pretrain",
+            "mobilenetv3_large",
+            "--data",
+            "builtin:val",
+            "--epochs",
+            "50",
+            "--batch-size",
+            "64",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            *SETS,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text():
+        assert proc.poll() is None and time.time() < deadline, "the run ended or stalled before logging"
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == code, stderr
+    assert "Traceback" not in stderr
+    assert "continue with: lwzoo pretrain mobilenetv3_large --resume" in stdout
+    ckpt = load_checkpoint(out / LAST)
+    assert 0 < ckpt["step"] < ckpt["total_steps"]
+
+
+def test_bare_resume_continues_the_newest_run(tmp_path):
+    first = run_cli(
+        "pretrain",
+        "mobilenetv3_large",
+        "--data",
+        "builtin:val",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--device",
+        "cpu",
+        "--until-step",
+        "3",
+        *SETS,
+    )
+    assert first.returncode == 0, first.stderr
+    assert "paused at step 3/16" in first.stdout
+    second = run_cli("pretrain", "mobilenetv3_large", "--resume", "--until-step", "5", "--device", "cpu")
+    assert second.returncode == 0, second.stderr
+    assert "resume: from step 3" in second.stdout and "paused at step 5/16" in second.stdout
+
+
+def test_optional_resume_value():
+    assert _optional_resume_value(["pretrain", "x", "--resume"]) == ["pretrain", "x", "--resume", "last"]
+    assert _optional_resume_value(["pretrain", "--resume", "x"]) == ["pretrain", "--resume", "last", "x"]
+    assert _optional_resume_value(["pretrain", "x", "--resume", "--seed", "1"])[3] == "last"
+    assert _optional_resume_value(["pretrain", "x", "--resume", "runs/a/b"])[3] == "runs/a/b"
+    assert _optional_resume_value(["pretrain", "x", "--resume", "ckpt.pt"])[3] == "ckpt.pt"

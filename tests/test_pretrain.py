@@ -1,0 +1,153 @@
+import json
+
+import pytest
+import torch
+
+from lwzoo.checkpoint import LAST, load_checkpoint
+from lwzoo.errors import LwzooError
+from lwzoo.metrics import read_metrics
+from lwzoo.pretrain import pretrain
+
+from .conftest import TINY
+
+
+def tiny(tmp_path, name, steps_per_run=None, **kwargs):
+    kwargs.setdefault("overrides", [*TINY, "train.epochs=2"])
+    kwargs.setdefault("batch_size", 64)
+    kwargs.setdefault("data", "builtin:val")
+    return pretrain(
+        "mobilenetv3_large",
+        out=tmp_path / name,
+        device="cpu",
+        verbose=False,
+        until_step=steps_per_run,
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    """24 steps straight through (the two-epoch tiny recipe on 768 builtin images), shared below."""
+    tmp = tmp_path_factory.mktemp("straight")
+    result = pretrain(
+        "mobilenetv3_large",
+        data="builtin:val",
+        out=tmp / "run",
+        device="cpu",
+        verbose=False,
+        overrides=[*TINY, "train.epochs=2", "train.log_every=2"],
+        batch_size=64,
+    )
+    return result
+
+
+def test_checkpoint_holds_everything_later_stages_need(straight_run):
+    ckpt = load_checkpoint(straight_run.checkpoint)
+    assert straight_run.finished and ckpt["step"] == ckpt["total_steps"] == 32
+    for key in ("model", "optimizer", "rng", "recipe", "arch", "timm_name", "lwzoo_version", "data", "seed", "epoch"):
+        assert key in ckpt, key
+    assert ckpt["arch"] == "mobilenetv3_large" and ckpt["timm_name"] == "mobilenetv3_large_100"
+    assert ckpt["data"]["classes"] and ckpt["data"]["num_images"] == 1024
+    assert "queue.keys" in ckpt["model"] and ckpt["model"]["queue.keys"].shape == (256, 128)
+    assert ckpt["recipe"]["augment"]["image_size"] == 16
+    assert (straight_run.out_dir / "recipe.yaml").is_file()
+
+
+def test_loss_is_finite_and_falls(straight_run):
+    rows = [r for r in read_metrics(straight_run.out_dir / "metrics.jsonl") if r["kind"] == "step"]
+    losses = [r["loss"] for r in rows]
+    assert len(rows) == 16 and all(map(torch.isfinite, torch.tensor(losses)))
+    assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4
+    epochs = [r for r in read_metrics(straight_run.out_dir / "metrics.jsonl") if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    assert {"lr", "alpha", "momentum", "images_per_s"} <= set(rows[0])
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path):
+    """N steps straight equal N/2 steps, a resume from the checkpoint, then N/2 more, mid-epoch."""
+    overrides = [*TINY, "train.epochs=2", "loss.alpha=0.1", "optim.warmup_epochs=0.5"]
+    straight = tiny(tmp_path, "straight", overrides=overrides)
+    half = tiny(tmp_path, "resumed", steps_per_run=11, overrides=overrides)
+    assert half.step == 11 and not half.finished
+    assert load_checkpoint(half.checkpoint)["step"] == 11
+    resumed = pretrain("mobilenetv3_large", resume=half.out_dir, device="cpu", verbose=False)
+    assert resumed.step == straight.step == 32
+    a = load_checkpoint(straight.checkpoint)["model"]
+    b = load_checkpoint(resumed.checkpoint)["model"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), rtol=1e-5, atol=1e-6), key
+    steps = [r["step"] for r in read_metrics(resumed.out_dir / "metrics.jsonl") if r["kind"] == "step"]
+    assert steps == sorted(set(steps))  # no step logged twice across the resume
+
+
+def test_seeded_runs_are_reproducible(tmp_path):
+    a = tiny(tmp_path, "a", steps_per_run=3)
+    b = tiny(tmp_path, "b", steps_per_run=3)
+    ma, mb = load_checkpoint(a.checkpoint)["model"], load_checkpoint(b.checkpoint)["model"]
+    assert all(torch.equal(ma[k], mb[k]) for k in ma)
+
+
+def test_an_existing_run_needs_resume(tmp_path):
+    tiny(tmp_path, "run", steps_per_run=1)
+    with pytest.raises(LwzooError, match="already holds a run; add --resume"):
+        tiny(tmp_path, "run", steps_per_run=1)
+
+
+def test_resume_refuses_a_changed_recipe(tmp_path):
+    first = tiny(tmp_path, "run", steps_per_run=1)
+    with pytest.raises(LwzooError, match="recipe saved in its checkpoint"):
+        pretrain("mobilenetv3_large", resume=first.out_dir, epochs=5, verbose=False)
+
+
+def test_resume_of_another_arch_is_an_error(tmp_path):
+    first = tiny(tmp_path, "run", steps_per_run=1)
+    with pytest.raises(LwzooError, match="is a mobilenetv3_large run"):
+        pretrain("effnet_b0", resume=first.out_dir, verbose=False)
+
+
+def test_batch_larger_than_data_is_an_error(tmp_path):
+    with pytest.raises(LwzooError, match="larger than the 1024 images"):
+        tiny(tmp_path, "run", batch_size=2048)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / LAST
+    bad.write_bytes(b"PK\x03\x04 truncated zip")
+    with pytest.raises(LwzooError, match="corrupt"):
+        load_checkpoint(bad)
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": {}}, other)
+    with pytest.raises(LwzooError, match="not an lwzoo pretraining checkpoint"):
+        load_checkpoint(other)
+    with pytest.raises(LwzooError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_failed_save_leaves_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from lwzoo import checkpoint
+
+    good = checkpoint.atomic_save({"format": checkpoint.FORMAT, "step": 1}, tmp_path / LAST)
+
+    def broken_save(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.atomic_save({"format": checkpoint.FORMAT, "step": 2}, good)
+    monkeypatch.undo()
+    assert load_checkpoint(good)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == [LAST]  # no temp file left behind
+
+
+def test_metrics_rows_are_json_and_mirrored_to_tensorboard(straight_run):
+    for line in (straight_run.out_dir / "metrics.jsonl").read_text().splitlines():
+        json.loads(line)
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(straight_run.out_dir / "tensorboard"))
+    events.Reload()
+    assert "step/loss" in events.Tags()["scalars"]
+    assert [e.step for e in events.Scalars("epoch/loss")] == [16, 32]
