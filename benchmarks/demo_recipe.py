@@ -68,6 +68,8 @@ def run_arm(name: str, overrides: list[str], seed: int, size: int) -> dict:
             device="cpu",
             verbose=False,
         )
+        if not result.finished:  # stopped by a signal: not a result, and nothing to record
+            raise SystemExit(f"{name}, seed {seed}: stopped at step {result.step}/{result.total_steps}; not recorded")
         ckpt = load_checkpoint(result.checkpoint)
     backbone = create_backbone("mobilenetv3_large")
     backbone.load_state_dict(
