@@ -29,7 +29,7 @@ def builtin_images(split: str = "train", size: int = 32) -> ImageSet:
         raise LwzooError(f"the built-in data has splits {', '.join(SPLITS)}, not '{split}'")
     n, offset = SPLITS[split]
     images, labels = render_textures(n, size, seed=SEED + offset)
-    return ImageSet(f"builtin:{split}", size, list(CLASSES), labels, images)
+    return ImageSet(f"builtin:{split}", size, list(CLASSES), labels, images, key=f"builtin-v1-{split}-{size}-{SEED}")
 
 
 def _hsv(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -50,6 +50,7 @@ class ImageSet:
         images: (N, 3, S, S) uint8 when held in memory, else None (streamed from ``paths``).
         paths: image files, for streamed folders.
         skipped: (path, reason) of unreadable images left out.
+        key: identifies the content (files, sizes, mtimes, decode size), for caches.
     """
 
     source: str
@@ -59,6 +60,7 @@ class ImageSet:
     images: torch.Tensor | None = None
     paths: list[Path] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    key: str = ""
 
     def __len__(self) -> int:
         return len(self.images) if self.images is not None else len(self.paths)
@@ -94,9 +96,35 @@ class ImageSet:
                 self._skip(str(self.paths[i]), reason)
             yield images  # short, or even empty, when some of its images were unreadable
 
+    def ordered_batches(self, batch_size: int, workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Every image once, in order, as (uint8 images, their indices into this set)."""
+        if self.images is not None:
+            for i in range(0, len(self), batch_size):
+                yield self.images[i : i + batch_size], torch.arange(i, min(i + batch_size, len(self)))
+            return
+        loader = DataLoader(
+            _DecodeDataset(self.paths, self.size),
+            batch_size=batch_size,
+            num_workers=workers,
+            collate_fn=_as_list,
+            worker_init_fn=_ignore_sigint if workers else None,
+        )
+        for items in loader:
+            for i, _, reason in items:
+                if reason:
+                    self._skip(str(self.paths[i]), reason)
+            ok = [(i, x) for i, x, _ in items if x is not None]
+            if ok:
+                yield torch.stack([x for _, x in ok]), torch.tensor([i for i, _ in ok])
+
     def _skip(self, path: str, reason: str) -> None:
         self.skipped.append((path, reason))
         warnings.warn(f"skipping unreadable image {path}: {reason}", stacklevel=2)
+
+
+def is_builtin(data: str | Path | None) -> bool:
+    """Whether ``data`` names the built-in demo set (None, ``builtin`` or ``builtin:<split>``)."""
+    return data is None or str(data) == BUILTIN or str(data).startswith(f"{BUILTIN}:")
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -165,6 +193,10 @@ def _collate_decoded(items: list) -> tuple[torch.Tensor, list[tuple[int, str]]]:
     return (torch.stack(ok) if ok else torch.empty(0, dtype=torch.uint8)), failed
 
 
+def _as_list(items: list) -> list:
+    return items
+
+
 class _ListSampler(Sampler[int]):
     def __init__(self, indices: list[int]) -> None:
         self.indices = indices
@@ -194,7 +226,7 @@ def load_images(
     use_cache: bool = True,
 ) -> ImageSet:
     """Open ``data`` (a folder, or None / ``"builtin"`` for the demo set) as square uint8 images of side ``size``."""
-    if data is None or str(data) == BUILTIN or str(data).startswith(f"{BUILTIN}:"):
+    if is_builtin(data):
         from .builtin_data import builtin_images
 
         if data is not None and ":" in str(data):
@@ -203,10 +235,11 @@ def load_images(
     paths, labels, classes = scan_folder(data)
     root = str(Path(data).expanduser().resolve())
     label_t = torch.tensor(labels) if labels is not None else None
+    key = _folder_key(paths, size)
     if len(paths) * 3 * size * size > in_memory_gb * 2**30:
-        return ImageSet(root, size, classes, label_t, paths=paths)
+        return ImageSet(root, size, classes, label_t, paths=paths, key=key)
     return _decode_in_memory(
-        root, paths, label_t, classes, size, default_workers() if workers is None else workers, use_cache
+        root, paths, label_t, classes, size, default_workers() if workers is None else workers, use_cache, key
     )
 
 
@@ -226,8 +259,9 @@ def _decode_in_memory(
     size: int,
     workers: int,
     use_cache: bool,
+    key: str,
 ) -> ImageSet:
-    cache_file = cache_dir() / "decoded" / f"{_folder_key(paths, size)}.pt"
+    cache_file = cache_dir() / "decoded" / f"{key}.pt"
     if use_cache and cache_file.is_file():
         try:
             cached = torch.load(cache_file, weights_only=True)
@@ -238,7 +272,13 @@ def _decode_in_memory(
                 for i, r in zip(cached["skipped_idx"].tolist(), cached["skipped_reason"], strict=True)
             ]
             return ImageSet(
-                root, size, classes, labels[keep] if labels is not None else None, cached["images"], skipped=skipped
+                root,
+                size,
+                classes,
+                labels[keep] if labels is not None else None,
+                cached["images"],
+                skipped=skipped,
+                key=key,
             )
         except Exception as e:  # a stale or partial cache is only a lost speed-up
             log.warning("ignoring unreadable decode cache %s (%s)", cache_file, e)
@@ -250,7 +290,7 @@ def _decode_in_memory(
         _DecodeDataset(paths, size),
         batch_size=256,
         num_workers=workers,
-        collate_fn=lambda items: items,
+        collate_fn=_as_list,
         worker_init_fn=_ignore_sigint if workers else None,
     )
     with tqdm(total=len(paths), desc="decoding images", unit="img", leave=False, disable=len(paths) < 2000) as bar:
@@ -276,6 +316,7 @@ def _decode_in_memory(
         labels[keep] if labels is not None else None,
         images[keep].contiguous(),
         skipped=[(str(paths[i]), r) for i, r in sorted(reasons.items())],
+        key=key,
     )
     if use_cache:
         _save_cache(cache_file, result.images, keep, reasons)

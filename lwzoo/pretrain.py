@@ -17,17 +17,17 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .archs import Arch, get_arch
+from .archs import Arch, default_recipe_name, get_arch
 from .checkpoint import LAST, atomic_copy, atomic_save, atomic_write_text, load_checkpoint
-from .data import BUILTIN, ImageSet, default_workers, load_images
+from .data import BUILTIN, ImageSet, default_workers, is_builtin, load_images
 from .engine import Engine, resolve_device
 from .errors import LwzooError
+from .features import compute_features
 from .metrics import MetricsLog
+from .preprocess import Preprocess
 from .recipe import Recipe, load_recipe, parse_overrides, recipe_from_dict
 from .runs import latest_checkpoint, new_run_dir
 from .version import __version__
-
-DEMO_RECIPE = "demo"
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,6 @@ class PretrainResult:
     @property
     def finished(self) -> bool:
         return self.step >= self.total_steps
-
-
-def is_builtin(data: str | Path | None) -> bool:
-    return data is None or str(data) == BUILTIN or str(data).startswith(f"{BUILTIN}:")
 
 
 @dataclass(frozen=True)
@@ -90,8 +86,7 @@ def _plan(
             overrides["train.epochs"] = epochs
         if batch_size is not None:
             overrides["train.batch_size"] = batch_size
-        default = DEMO_RECIPE if is_builtin(data) else spec.recipe
-        resolved = load_recipe(recipe if recipe is not None else default, overrides)
+        resolved = load_recipe(recipe if recipe is not None else default_recipe_name(spec, data), overrides)
         out_dir = Path(out) if out is not None else new_run_dir(spec.name, resolved.name)
         if (out_dir / LAST).exists():
             raise LwzooError(f"'{out_dir}' already holds a run; add --resume to continue it, or choose another --out")
@@ -146,6 +141,27 @@ def _stop_on_signals() -> Iterator[_Stop]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+class _KnnMonitor:
+    """kNN top-1 of the backbone during pretraining: the labelled training data votes, held-out data is scored."""
+
+    def __init__(self, data: str | Path | None, eval_data: str | Path | None, preprocess: Preprocess, device) -> None:
+        from .evaluate import eval_data as labelled_sets
+
+        try:
+            self.train, self.val, self.val_map = labelled_sets(data, eval_data, preprocess.decode_size)
+        except LwzooError as e:
+            raise LwzooError(f"--eval-every: {e}") from None
+        self.preprocess, self.device = preprocess, device
+
+    def __call__(self, backbone: torch.nn.Module) -> float:
+        from .evaluate import accuracies, knn_predict
+
+        train, _ = compute_features(backbone, self.preprocess, self.train, self.device, verbose=False)
+        val, index = compute_features(backbone, self.preprocess, self.val, self.device, verbose=False)
+        scores = knn_predict(train, self.train.labels, val, len(self.train.classes))
+        return accuracies(scores, self.val_map[self.val.labels[index]], self.train.classes)[0]
 
 
 class _LossMeter:
@@ -228,6 +244,8 @@ def pretrain(
     resume: str | Path | bool | None = None,
     seed: int = 0,
     until_step: int | None = None,
+    eval_every: int | None = None,
+    eval_data: str | Path | None = None,
     verbose: bool = True,
 ) -> PretrainResult:
     """Pretrain ``arch`` with MoCo v2 and smoothed InfoNCE, writing checkpoints to a run folder.
@@ -246,10 +264,18 @@ def pretrain(
         seed: seeds initialisation, data order and augmentation.
         until_step: stop (with a checkpoint) once this global step is reached; the schedule still
             spans the whole recipe, and a later ``resume`` carries on.
+        eval_every: every this many epochs, score the backbone by kNN (k 20, T 0.07): the labelled
+            training data votes, ``eval_data`` (default: the built-in held-out split) is scored.
+            The result goes to metrics.jsonl (``kind: eval``), TensorBoard and the progress line.
+        eval_data: a labelled held-out folder for ``eval_every``.
         verbose: print the recipe, a progress bar and a summary.
     """
     say = print if verbose else (lambda *_: None)
     plan = _plan(arch, recipe, overrides, data, epochs, batch_size, out, resume, seed)
+    if eval_every is not None and eval_every < 1:
+        raise LwzooError(f"--eval-every must be at least 1 epoch, got {eval_every}")
+    if eval_every is not None and eval_data is None and not is_builtin(plan.data):
+        raise LwzooError("--eval-every needs --eval-data DIR, a labelled held-out folder (DIR/<class>/<image>)")
     r, out_dir = plan.recipe, plan.out_dir
     dev = resolve_device(device)
     images = load_images(
@@ -264,6 +290,7 @@ def pretrain(
             f"batch size {r.train.batch_size} is larger than the {len(images)} images in {images.source}; "
             "lower --batch-size or add images"
         )
+    monitor = _KnnMonitor(plan.data, eval_data, Preprocess.from_recipe(r), dev) if eval_every else None
     engine = Engine(plan.arch, r, steps_per_epoch, plan.seed, dev)
     meter, elapsed_before = _LossMeter(dev), 0.0
     if plan.ckpt is not None:
@@ -339,6 +366,12 @@ def pretrain(
                     log.log("epoch", engine.step, epoch=done, loss=last_loss, elapsed_s=elapsed())
                     if verbose:
                         tqdm.write(f"epoch {done}/{r.train.epochs}: loss {last_loss:.4f}")
+                    if monitor is not None and done % eval_every == 0:
+                        top1 = monitor(engine.model.backbone)
+                        log.log("eval", engine.step, epoch=done, knn_top1=top1)
+                        bar.set_postfix(loss=f"{last_loss:.3f}", knn=f"{top1:.1f}")
+                        if verbose:
+                            tqdm.write(f"epoch {done}/{r.train.epochs}: kNN top-1 {top1:.2f}% on {monitor.val.source}")
                     save()
                     if r.train.keep_every and done % r.train.keep_every == 0:
                         atomic_copy(out_dir / LAST, out_dir / f"checkpoint-epoch{done:04d}.pt")

@@ -77,6 +77,7 @@ class AugmentCfg:
     flip_p: float
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    eval_crop_pct: float  # evaluation: resize to image_size / crop_pct, centre-crop image_size
 
 
 @dataclass(frozen=True)
@@ -288,6 +289,7 @@ def _check_ranges(r: Recipe, source: str) -> None:
         ),
         (0 <= a.blur_sigma[0] <= a.blur_sigma[1], "augment.blur_sigma", list(a.blur_sigma), "0 <= min <= max"),
         (all(s > 0 for s in a.std), "augment.std", list(a.std), "positive"),
+        (0 < a.eval_crop_pct <= 1, "augment.eval_crop_pct", a.eval_crop_pct, "in (0, 1]"),
         (r.data.decode_size is None or r.data.decode_size >= 8, "data.decode_size", r.data.decode_size, "null or >= 8"),
         (r.data.in_memory_gb >= 0, "data.in_memory_gb", r.data.in_memory_gb, "0 or more"),
         (r.data.workers is None or r.data.workers >= 0, "data.workers", r.data.workers, "null or 0 or more"),

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from ..errors import LwzooError
+from .eval import app as eval_app
 from .pretrain import pretrain_command
 from .recipes import recipes_command
 
@@ -23,6 +24,7 @@ app = typer.Typer(
 )
 app.command("pretrain")(pretrain_command)
 app.command("recipes")(recipes_command)
+app.add_typer(eval_app, name="eval")
 
 
 def _optional_resume_value(argv: list[str]) -> list[str]:

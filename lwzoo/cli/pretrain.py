@@ -59,6 +59,18 @@ def pretrain_command(
             "--until-step", help="Stop with a checkpoint at this global step; --resume carries on.", show_default=False
         ),
     ] = None,
+    eval_every: Annotated[
+        Optional[int],
+        typer.Option(
+            "--eval-every", help="kNN-score the backbone every N epochs (logged and shown).", show_default=False
+        ),
+    ] = None,
+    eval_data: Annotated[
+        Optional[str],
+        typer.Option(
+            "--eval-data", help="Labelled held-out folder for --eval-every. Default: built-in held-out split."
+        ),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Pretrain an encoder with MoCo v2 and smoothed InfoNCE."""
@@ -74,6 +86,8 @@ def pretrain_command(
         resume=resume,
         seed=seed,
         until_step=until_step,
+        eval_every=eval_every,
+        eval_data=eval_data,
         verbose=not quiet,
     )
     if result.interrupted:

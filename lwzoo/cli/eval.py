@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from .. import evaluate
+from .common import DeviceOpt, OutOpt, QuietOpt
+
+app = typer.Typer(help="Validate a frozen encoder by kNN or linear probe.", no_args_is_help=True)
+
+CkptArg = Annotated[
+    Optional[str],
+    typer.Argument(
+        help="lwzoo checkpoint or run folder, random:ARCH[:SEED], or timm:ARCH. Default: the newest run.",
+        show_default=False,
+    ),
+]
+DataOpt = Annotated[
+    Optional[str],
+    typer.Option("--data", "-d", help="Labelled training folder (DIR/<class>/<image>). Default: built-in train split."),
+]
+ValDataOpt = Annotated[
+    Optional[str],
+    typer.Option("--val-data", help="Labelled held-out folder to score. Default: built-in held-out split."),
+]
+BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward pass.")]
+SizeOpt = Annotated[
+    Optional[int],
+    typer.Option("--image-size", help="Evaluate at this size (default: the encoder's).", show_default=False),
+]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Recompute features and leave the cache alone.")]
+BaselineOpt = Annotated[
+    bool, typer.Option("--baseline", help="Also score random:ARCH with the same preprocessing, shown alongside.")
+]
+
+
+@app.command("knn")
+def knn_command(
+    checkpoint: CkptArg = None,
+    data: DataOpt = None,
+    val_data: ValDataOpt = None,
+    k: Annotated[int, typer.Option("--k", help="Neighbours that vote.")] = 20,
+    temperature: Annotated[float, typer.Option("--temperature", "-t", help="T in the exp(sim/T) vote weight.")] = 0.07,
+    batch_size: BatchOpt = 256,
+    image_size: SizeOpt = None,
+    device: DeviceOpt = "auto",
+    out: OutOpt = None,
+    no_cache: NoCacheOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Weighted kNN (cosine, exp(sim/T) votes) on frozen features."""
+    evaluate.knn(
+        checkpoint, data, val_data, k, temperature, batch_size, image_size, device, out, not no_cache, not quiet
+    )
+
+
+@app.command("linear")
+def linear_command(
+    checkpoint: CkptArg = None,
+    data: DataOpt = None,
+    val_data: ValDataOpt = None,
+    augment: Annotated[
+        bool, typer.Option("--augment", help="MoCo-style probe: augmented images every epoch, SGD, cosine lr.")
+    ] = False,
+    weight_decay: Annotated[
+        Optional[float],
+        typer.Option("--wd", help="L2 weight of the feature probe. Default: chosen on a held-out fifth of --data."),
+    ] = None,
+    epochs: Annotated[int, typer.Option("--epochs", help="Epochs of the --augment probe.")] = 100,
+    lr: Annotated[float, typer.Option("--lr", help="Learning rate of the --augment probe, per 256 images.")] = 0.1,
+    batch_size: BatchOpt = 256,
+    image_size: SizeOpt = None,
+    device: DeviceOpt = "auto",
+    out: OutOpt = None,
+    no_cache: NoCacheOpt = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds the held-out split and the --augment probe.")] = 0,
+    baseline: BaselineOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Linear probe on frozen features (L-BFGS on cached features, or --augment for MoCo's protocol)."""
+    evaluate.linear(
+        checkpoint, data, val_data, augment, weight_decay, epochs, lr, batch_size, image_size, device, out,
+        not no_cache, seed, baseline, not quiet,
+    )  # fmt: skip

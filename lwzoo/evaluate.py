@@ -1,0 +1,448 @@
+"""``lwzoo eval``: kNN and linear-probe evaluation of a frozen encoder, as the paper validates one.
+
+Both protocols read the backbone's pooled pre-logits features in eval mode. kNN votes with the k
+nearest training features by cosine similarity, each vote weighted by exp(sim / T) (Wu et al. 2018).
+The linear probe is a linear layer on standardised features, fitted on cached features by default,
+or trained on augmented images every epoch (``augment=True``) as in MoCo's linear evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .augment import crop_boxes, resized_crop
+from .checkpoint import atomic_write_text
+from .data import BUILTIN, ImageSet, is_builtin, load_images
+from .encoders import Encoder, load_encoder, random_encoder
+from .engine import resolve_device
+from .errors import LwzooError
+from .features import Features, extract_features
+from .runs import runs_root
+from .version import __version__
+
+WEIGHT_DECAYS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)  # the L2 grid the cached-feature probe chooses from
+
+
+@dataclass
+class EvalResult:
+    """One evaluation: accuracies (in %) and everything needed to cite or reproduce them."""
+
+    protocol: str
+    top1: float
+    top5: float | None
+    per_class: dict[str, float]
+    encoder: str
+    arch: str
+    identity: str
+    train_data: str
+    val_data: str
+    num_train: int
+    num_val: int
+    settings: dict[str, Any]
+    seconds: dict[str, float]
+    features_cached: bool
+    baseline: dict[str, Any] | None = None  # the same protocol on random:ARCH with the same preprocessing
+    lwzoo_version: str = __version__
+    date: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def table(self) -> str:
+        """Accuracies as a text table, with the random-init baseline beside them when it was run."""
+        base = self.baseline or {}
+        rows = [("top-1", self.top1, base.get("top1"))]
+        if self.top5 is not None:
+            rows.append(("top-5", self.top5, base.get("top5")))
+        rows += [(f"  {name}", acc, base.get("per_class", {}).get(name)) for name, acc in self.per_class.items()]
+        width = max(len(r[0]) for r in rows)
+        head = f"{'metric':<{width}}  {'acc %':>7}" + (f"  {'random init':>11}" if base else "")
+        lines = [head]
+        for name, value, ref in rows:
+            lines.append(f"{name:<{width}}  {value:>7.2f}" + (f"  {ref:>11.2f}" if base else ""))
+        return "\n".join(lines)
+
+
+# ---- the two classifiers, on features -------------------------------------------------------------------------
+
+
+def knn_predict(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    query_features: torch.Tensor,
+    num_classes: int,
+    k: int = 20,
+    temperature: float = 0.07,
+    chunk: int = 2048,
+) -> torch.Tensor:
+    """Class scores (Q, C) by weighted kNN: ``score_c = sum_{j in top-k, y_j = c} exp(cos(q, x_j) / T)``."""
+    train = F.normalize(train_features.float(), dim=1)  # N x D
+    k = min(k, len(train))
+    scores = torch.zeros(len(query_features), num_classes)
+    for start in range(0, len(query_features), chunk):
+        q = F.normalize(query_features[start : start + chunk].float(), dim=1)  # Q x D
+        sims, idx = (q @ train.t()).topk(k, dim=1)  # Q x k
+        scores[start : start + chunk].scatter_add_(1, train_labels[idx], (sims / temperature).exp())
+    return scores
+
+
+class LinearProbe(nn.Module):
+    """``logits = W (x - mu) / sigma + b``: a linear layer on features standardised with training
+    statistics (a fixed affine map, so the probe stays linear in the features)."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, num_classes: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std.clamp_min(1e-6))
+        self.linear = nn.Linear(len(mean), num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear((x - self.mean) / self.std)
+
+
+def fit_linear_probe(
+    features: torch.Tensor, labels: torch.Tensor, num_classes: int, weight_decay: float, max_iter: int = 200
+) -> LinearProbe:
+    """Multinomial logistic regression, ``mean CE + wd/2 * ||W||^2``, solved to convergence by full-batch L-BFGS.
+
+    The problem is convex, so L-BFGS reaches its optimum with no learning rate or epoch count to tune,
+    deterministically, in seconds on cached features; only the L2 weight is a choice.
+    """
+    features = features.float()
+    probe = LinearProbe(features.mean(0), features.std(0), num_classes)
+    nn.init.zeros_(probe.linear.weight)
+    nn.init.zeros_(probe.linear.bias)
+    opt = torch.optim.LBFGS(
+        probe.linear.parameters(), lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
+        tolerance_grad=1e-7, tolerance_change=1e-10,
+    )  # fmt: skip
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(probe(features), labels) + 0.5 * weight_decay * probe.linear.weight.square().sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return probe.eval()
+
+
+def select_weight_decay(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    grid: tuple[float, ...] = WEIGHT_DECAYS,
+    seed: int = 0,
+) -> tuple[float, dict[float, float]]:
+    """The L2 weight with the best accuracy on a fixed 20% of the training features (never the val set)."""
+    perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    held, fit = perm[: len(perm) // 5], perm[len(perm) // 5 :]
+    accs = {}
+    for wd in grid:
+        probe = fit_linear_probe(features[fit], labels[fit], num_classes, wd, max_iter=100)
+        with torch.no_grad():
+            accs[wd] = (probe(features[held].float()).argmax(1) == labels[held]).float().mean().item() * 100
+    return max(grid, key=lambda wd: (accs[wd], wd)), accs
+
+
+def accuracies(scores: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> tuple[float, float | None, dict]:
+    """Top-1, top-5 (with 5 or more classes) and per-class top-1, in %."""
+    pred = scores.argmax(1)
+    top1 = (pred == labels).float().mean().item() * 100
+    top5 = None
+    if len(classes) >= 5:
+        top5 = (scores.topk(5, dim=1).indices == labels[:, None]).any(1).float().mean().item() * 100
+    per_class = {
+        name: ((pred[labels == c] == c).float().mean().item() * 100 if (labels == c).any() else math.nan)
+        for c, name in enumerate(classes)
+    }
+    return top1, top5, per_class
+
+
+# ---- data and bookkeeping ---------------------------------------------------------------------------------------
+
+
+def eval_data(
+    data: str | Path | None, val_data: str | Path | None, decode_size: int
+) -> tuple[ImageSet, ImageSet, torch.Tensor]:
+    """The labelled train and val sets, and val labels mapped onto the train classes."""
+    if data is None:
+        data = f"{BUILTIN}:train"
+    if val_data is None:
+        if not is_builtin(data):
+            raise LwzooError(
+                "--val-data is needed with --data: a labelled held-out folder (DIR/<class>/<image>); "
+                "lwzoo never scores an encoder on the images its classifier was fitted on"
+            )
+        val_data = f"{BUILTIN}:val"
+    train = load_images(data if str(data) != BUILTIN else f"{BUILTIN}:train", decode_size)
+    val = load_images(val_data, decode_size)
+    for name, images in (("--data", train), ("--val-data", val)):
+        if images.labels is None:
+            raise LwzooError(
+                f"{name} '{images.source}' has no class sub-folders, and evaluation needs labels: "
+                "arrange the images as DIR/<class>/<image>"
+            )
+    if set(train.classes) != set(val.classes):
+        only_train, only_val = (
+            sorted(set(train.classes) - set(val.classes)),
+            sorted(set(val.classes) - set(train.classes)),
+        )
+        raise LwzooError(
+            f"train and val data have different classes (only in train: {only_train[:5]}, only in val: "
+            f"{only_val[:5]}); both folders need the same class sub-folders"
+        )
+    mapping = torch.tensor([train.classes.index(c) for c in val.classes])
+    return train, val, mapping
+
+
+def default_out(encoder: Encoder) -> Path:
+    if encoder.checkpoint is not None:
+        return encoder.checkpoint.parent
+    return runs_root() / "eval" / re.sub(r"[^A-Za-z0-9_.-]+", "-", encoder.spec)
+
+
+def record(result: EvalResult, encoder: Encoder, out: Path) -> Path:
+    """Write ``out/eval-<protocol>.json``, and file the result in ``evals.json`` beside the checkpoint,
+    where export and publish look for the numbers to cite."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"eval-{result.protocol}.json"
+    atomic_write_text(path, json.dumps(result.to_dict(), indent=1))
+    if encoder.checkpoint is not None:
+        registry_path = encoder.checkpoint.parent / "evals.json"
+        registry = json.loads(registry_path.read_text()) if registry_path.is_file() else {"results": []}
+        key = (result.protocol, result.train_data, result.val_data, result.identity)
+        registry["results"] = [
+            r for r in registry["results"] if (r["protocol"], r["train_data"], r["val_data"], r["identity"]) != key
+        ] + [result.to_dict()]
+        atomic_write_text(registry_path, json.dumps(registry, indent=1))
+    return path
+
+
+def _features(encoder: Encoder, images: ImageSet, device: torch.device, batch_size: int, cache: bool, verbose: bool):
+    encoder.backbone.to(device, memory_format=torch.channels_last)
+    return extract_features(
+        encoder.backbone, encoder.identity, encoder.preprocess, images, device, batch_size, cache, verbose
+    )
+
+
+def _report(result: EvalResult, out_json: Path, verbose: bool) -> None:
+    if not verbose:
+        return
+    feats = "cached" if result.features_cached else f"extracted in {result.seconds['features']:.1f}s"
+    settings = ", ".join(
+        f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+        for k, v in result.settings.items()
+        if k != "held_out_accuracy"
+    )
+    print(f"lwzoo eval {result.protocol}: {result.encoder} ({result.arch})")
+    print(f"train: {result.train_data} ({result.num_train:,} images)   val: {result.val_data} ({result.num_val:,})")
+    print(f"features: {feats}; classifier {result.seconds['probe']:.1f}s; {settings}")
+    if result.settings.get("held_out_accuracy"):
+        grid = ", ".join(f"{wd:g}: {acc:.1f}%" for wd, acc in result.settings["held_out_accuracy"].items())
+        print(f"weight decay chosen on a held-out fifth of the training features ({grid})")
+    print(result.table())
+    print(f"written: {out_json}")
+
+
+# ---- the public entry points ------------------------------------------------------------------------------------
+
+
+def knn(
+    checkpoint: str | Path | None = None,
+    data: str | Path | None = None,
+    val_data: str | Path | None = None,
+    k: int = 20,
+    temperature: float = 0.07,
+    batch_size: int = 256,
+    image_size: int | None = None,
+    device: str = "auto",
+    out: str | Path | None = None,
+    cache: bool = True,
+    baseline: bool = False,
+    verbose: bool = True,
+) -> EvalResult:
+    """kNN accuracy of a frozen encoder.
+
+    Args:
+        checkpoint: an lwzoo checkpoint or run folder, ``random:ARCH[:SEED]``, ``timm:ARCH``, or None
+            for the newest run.
+        data, val_data: labelled folders (DIR/<class>/<image>) to vote with and to score; by default
+            the built-in set's train and held-out splits.
+        k, temperature: neighbours, and the T of the exp(sim / T) vote weights.
+        batch_size: images per forward pass when extracting features.
+        image_size: evaluate at this size instead of the encoder's own.
+        device: where to extract features.
+        out: folder for ``eval-knn.json``. Default: the checkpoint's run folder.
+        cache: reuse and store features in the cache (``$LWZOO_CACHE/features``).
+        baseline: also score ``random:ARCH`` (timm's initialisation, seed 0) with the same
+            preprocessing, reported beside the encoder's numbers.
+        verbose: print progress and the result table.
+    """
+    if k < 1 or temperature <= 0:
+        raise LwzooError(f"kNN needs k >= 1 and temperature > 0, got k={k}, temperature={temperature}")
+    dev = resolve_device(device)
+
+    def run(encoder: Encoder, train: ImageSet, val: ImageSet, val_map: torch.Tensor) -> EvalResult:
+        f_train = _features(encoder, train, dev, batch_size, cache, verbose)
+        f_val = _features(encoder, val, dev, batch_size, cache, verbose)
+        t0 = time.perf_counter()
+        scores = knn_predict(f_train.features, f_train.labels, f_val.features, len(train.classes), k, temperature)
+        settings = {"k": k, "temperature": temperature}
+        return _result("knn", encoder, train, val, f_train, f_val, val_map, scores, settings, time.perf_counter() - t0)
+
+    return _evaluate(run, checkpoint, data, val_data, image_size, out, baseline, verbose)
+
+
+def linear(
+    checkpoint: str | Path | None = None,
+    data: str | Path | None = None,
+    val_data: str | Path | None = None,
+    augment: bool = False,
+    weight_decay: float | None = None,
+    epochs: int = 100,
+    lr: float = 0.1,
+    batch_size: int = 256,
+    image_size: int | None = None,
+    device: str = "auto",
+    out: str | Path | None = None,
+    cache: bool = True,
+    seed: int = 0,
+    baseline: bool = False,
+    verbose: bool = True,
+) -> EvalResult:
+    """Linear-probe accuracy of a frozen encoder.
+
+    By default the probe is fitted on cached centre-crop features by full-batch L-BFGS (convex,
+    deterministic, seconds), with the L2 weight chosen on a held-out fifth of the training features
+    unless ``weight_decay`` is given. With ``augment=True`` it follows MoCo's linear evaluation:
+    a fresh random-resized crop and flip of every training image each epoch through the frozen
+    backbone, SGD (momentum 0.9, cosine lr from ``lr`` per 256 images, no weight decay) for
+    ``epochs`` epochs; features are standardised by a non-affine BatchNorm, as in MAE's probe.
+
+    Other arguments are as for :func:`knn`.
+    """
+    dev = resolve_device(device)
+
+    def run(encoder: Encoder, train: ImageSet, val: ImageSet, val_map: torch.Tensor) -> EvalResult:
+        f_val = _features(encoder, val, dev, batch_size, cache, verbose)
+        num_classes = len(train.classes)
+        t0 = time.perf_counter()
+        if augment:
+            probe = _train_augmented_probe(encoder, train, num_classes, epochs, lr, batch_size, dev, seed, verbose)
+            f_train = Features(torch.empty(0), train.labels, train.classes, seconds=0.0)
+            settings = {"optimizer": "SGD", "epochs": epochs, "lr": lr, "batch_size": batch_size, "weight_decay": 0.0}
+        else:
+            f_train = _features(encoder, train, dev, batch_size, cache, verbose)
+            t0 = time.perf_counter()
+            wd, grid_accs = weight_decay, {}
+            if wd is None:
+                wd, grid_accs = select_weight_decay(f_train.features, f_train.labels, num_classes, seed=seed)
+            probe = fit_linear_probe(f_train.features, f_train.labels, num_classes, wd)
+            settings = {"optimizer": "L-BFGS", "weight_decay": wd, "held_out_accuracy": grid_accs}
+        with torch.no_grad():
+            scores = probe.cpu()(f_val.features)
+        protocol = "linear-augment" if augment else "linear"
+        return _result(
+            protocol, encoder, train, val, f_train, f_val, val_map, scores, settings, time.perf_counter() - t0
+        )
+
+    return _evaluate(run, checkpoint, data, val_data, image_size, out, baseline, verbose)
+
+
+def _evaluate(run, checkpoint, data, val_data, image_size, out, baseline: bool, verbose: bool) -> EvalResult:
+    """Resolve the encoder and data, run one protocol (and on a matching random init), report and record."""
+    encoder = load_encoder(checkpoint, data, image_size)
+    train, val, val_map = eval_data(data, val_data, encoder.preprocess.decode_size)
+    result = run(encoder, train, val, val_map)
+    if baseline:
+        ref = run(random_encoder(encoder.arch, encoder.preprocess), train, val, val_map)
+        result.baseline = {k: getattr(ref, k) for k in ("encoder", "identity", "top1", "top5", "per_class", "settings")}
+    _report(result, record(result, encoder, Path(out) if out else default_out(encoder)), verbose)
+    return result
+
+
+def _result(protocol, encoder, train, val, f_train, f_val, val_map, scores, settings, probe_s) -> EvalResult:
+    top1, top5, per_class = accuracies(scores, val_map[f_val.labels], train.classes)
+    return EvalResult(
+        protocol=protocol,
+        top1=top1,
+        top5=top5,
+        per_class=per_class,
+        encoder=encoder.spec,
+        arch=encoder.arch.name,
+        identity=encoder.identity,
+        train_data=train.source,
+        val_data=val.source,
+        num_train=len(train),
+        num_val=len(f_val.labels),
+        settings={**settings, "image_size": encoder.preprocess.image_size, "crop_pct": encoder.preprocess.crop_pct},
+        seconds={"features": f_train.seconds + f_val.seconds, "probe": probe_s},
+        features_cached=f_val.cached and (f_train.cached or protocol == "linear-augment"),
+    )
+
+
+def _train_augmented_probe(
+    encoder: Encoder,
+    train: ImageSet,
+    num_classes: int,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    device: torch.device,
+    seed: int,
+    verbose: bool,
+) -> nn.Module:
+    """MoCo-style linear evaluation: augmented images through the frozen backbone, every epoch."""
+    if train.images is None:
+        raise LwzooError(
+            "--augment needs the training images in memory; raise data.in_memory_gb or use the default probe"
+        )
+    p = encoder.preprocess
+    backbone = encoder.backbone.to(device, memory_format=torch.channels_last).eval()
+    probe = nn.Sequential(
+        nn.BatchNorm1d(encoder.feature_dim, affine=False), nn.Linear(encoder.feature_dim, num_classes)
+    )
+    nn.init.normal_(probe[1].weight, std=0.01)
+    nn.init.zeros_(probe[1].bias)
+    probe.to(device)
+    steps_per_epoch = max(1, len(train) // batch_size)
+    opt = torch.optim.SGD(probe.parameters(), lr=lr * batch_size / 256, momentum=0.9, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch)
+    g = torch.Generator().manual_seed(seed)
+    mean = torch.tensor(p.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(p.std, device=device).view(1, 3, 1, 1)
+    with tqdm(total=epochs * steps_per_epoch, desc="linear probe (augmented)", unit="step", disable=not verbose) as bar:
+        for _ in range(epochs):
+            perm = torch.randperm(len(train), generator=g)
+            for i in range(steps_per_epoch):
+                idx = perm[i * batch_size : (i + 1) * batch_size]
+                x = train.images[idx].to(device).float().div_(255)
+                boxes = crop_boxes(len(idx), (0.08, 1.0), (3 / 4, 4 / 3), g, torch.device("cpu")).to(device)
+                flip = (torch.rand(len(idx), generator=g) < 0.5).to(device)
+                x = ((resized_crop(x, boxes, flip, p.image_size) - mean) / std).contiguous(
+                    memory_format=torch.channels_last
+                )
+                with torch.no_grad():
+                    feats = backbone(x).float()
+                loss = F.cross_entropy(probe(feats), train.labels[idx].to(device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                bar.update(1)
+    return probe.eval()
