@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
+# $LWZOO_RESULTS lets a benchmark run from a separate checkout still write into this repository's file.
+RESULTS = Path(os.environ.get("LWZOO_RESULTS", Path(__file__).with_name("RESULTS.md")))
 
 
 def machine() -> str:
