@@ -19,13 +19,14 @@ from tqdm.auto import tqdm
 
 from .archs import Arch, default_recipe_name, get_arch
 from .checkpoint import LAST, atomic_copy, atomic_save, atomic_write_text, load_checkpoint
+from .config import parse_overrides
 from .data import BUILTIN, ImageSet, default_workers, is_builtin, load_images
 from .engine import Engine, resolve_device
 from .errors import LwzooError
 from .features import compute_features
 from .metrics import MetricsLog
 from .preprocess import Preprocess
-from .recipe import Recipe, load_recipe, parse_overrides, recipe_from_dict
+from .recipe import Recipe, load_recipe, recipe_from_dict
 from .runs import latest_checkpoint, new_run_dir
 from .version import __version__
 

@@ -8,17 +8,13 @@ of the wrong type are errors that name the key and the fix.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
-import types
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
+from .config import apply_overrides, build, field_types, plain, read_yaml, resolve_path, to_yaml
 from .errors import LwzooError
 from .resources import resource_dir
 
@@ -99,31 +95,14 @@ class Recipe:
     data: DataCfg
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        return plain(dataclasses.asdict(self))
 
     def to_yaml(self) -> str:
-        return yaml.dump(self.to_dict(), Dumper=_FlowListDumper, sort_keys=False)
+        return to_yaml(self)
 
     def digest(self) -> str:
         """A short hash of the resolved values, to tell recipes apart in exports and caches."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
-
-
-class _FlowListDumper(yaml.SafeDumper):
-    """Sections as blocks, number lists inline: ``crop_scale: [0.2, 1.0]``."""
-
-
-_FlowListDumper.add_representer(
-    list, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
-)
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
 
 
 def recipes_dir() -> Path:
@@ -137,112 +116,28 @@ def list_recipes() -> list[str]:
 
 def recipe_keys() -> list[str]:
     """Every dotted key a recipe has, e.g. ``optim.lr``."""
-    return list(_field_types(Recipe))
-
-
-def _field_types(cls: type, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, tp in typing.get_type_hints(cls).items():
-        if dataclasses.is_dataclass(tp):
-            out.update(_field_types(tp, f"{prefix}{name}."))
-        else:
-            out[f"{prefix}{name}"] = tp
-    return out
+    return list(field_types(Recipe))
 
 
 def resolve_recipe_path(name_or_path: str | Path) -> Path:
     """A recipe name (``mobilenetv3_large``) or a path to a YAML file, as a path."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise LwzooError(f"recipe file '{path}' does not exist")
-        return path
-    shipped = recipes_dir() / f"{name_or_path}.yaml"
-    if shipped.is_file():
-        return shipped
-    names = list_recipes()
-    close = difflib.get_close_matches(str(name_or_path), names, n=3)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise LwzooError(
-        f"unknown recipe '{name_or_path}'.{hint} Shipped recipes: {', '.join(names)}; or pass a .yaml path"
-    )
-
-
-def _read_raw(name_or_path: str | Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    path = resolve_recipe_path(name_or_path).resolve()
-    if path in seen:
-        raise LwzooError(f"recipe '{path}' inherits from itself through 'base'")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise LwzooError(f"recipe '{path}' is not valid YAML: {e}") from None
-    if not isinstance(raw, dict):
-        raise LwzooError(f"recipe '{path}' must be a YAML mapping of sections, got {type(raw).__name__}")
-    base = raw.pop("base", None)
-    raw.setdefault("name", path.stem)
-    if base is None:
-        return raw
-    inherited = _read_raw(base if Path(str(base)).is_absolute() else _relative(path, str(base)), (*seen, path))
-    raw.setdefault("description", f"based on {inherited['name']}")
-    return _merge(inherited, raw)
-
-
-def _relative(recipe_path: Path, base: str) -> str | Path:
-    candidate = recipe_path.parent / base
-    return candidate if candidate.suffix in (".yaml", ".yml") else base
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
-    """``["optim.lr=0.06", "moco.symmetric=true"]`` -> ``{"optim.lr": 0.06, "moco.symmetric": True}``."""
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise LwzooError(f"--set expects key=value, got '{pair}' (for example --set optim.lr=0.06)")
-        try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError:
-            out[key.strip()] = value
-    return out
-
-
-def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    keys = recipe_keys()
-    raw = _merge(raw, {})
-    for dotted, value in overrides.items():
-        if dotted not in keys:
-            close = difflib.get_close_matches(dotted, keys, n=3, cutoff=0.5)
-            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise LwzooError(f"unknown recipe key '{dotted}'.{hint} Run `lwzoo recipes --keys` for the full list")
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise LwzooError(f"recipe section '{part}' must be a mapping")
-        node[leaf] = value
-    return raw
+    return resolve_path(name_or_path, recipes_dir(), "recipe")
 
 
 def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
     """Read, merge (``base``), override (dotted keys) and validate a recipe."""
-    raw = apply_overrides(_read_raw(name_or_path), overrides or {})
+    raw = read_yaml(name_or_path, recipes_dir(), "recipe")
+    keys = recipe_keys()
+    try:
+        raw = apply_overrides(raw, overrides or {}, keys, "recipe")
+    except LwzooError as e:
+        raise LwzooError(f"{e}; `lwzoo recipes --keys` lists them all") from None
     return recipe_from_dict(raw, source=str(name_or_path))
 
 
 def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
     """Validate a plain mapping (a recipe file's content or a checkpoint's saved recipe)."""
-    recipe = _build(Recipe, raw, prefix="", source=source)
+    recipe = build(Recipe, raw, source, "recipe")
     _check_ranges(recipe, source)
     return recipe
 
@@ -299,95 +194,3 @@ def _check_ranges(r: Recipe, source: str) -> None:
     for ok, key, value, want in rules:
         if not ok:
             raise LwzooError(f"{source}: '{key}' is {value}, but must be {want}")
-
-
-def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
-    if not isinstance(raw, dict):
-        raise LwzooError(f"{source}: '{prefix.rstrip('.') or 'recipe'}' must be a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    unknown = set(raw) - set(hints)
-    if unknown:
-        key = sorted(unknown)[0]
-        candidates = [f"{prefix}{k}" for k in hints]
-        close = difflib.get_close_matches(f"{prefix}{key}", candidates, n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise LwzooError(f"{source}: unknown recipe key '{prefix}{key}'.{hint}")
-    values = {}
-    for name, tp in hints.items():
-        dotted = f"{prefix}{name}"
-        if name not in raw:
-            if name == "description":
-                values[name] = ""
-                continue
-            raise LwzooError(
-                f"{source}: recipe key '{dotted}' is missing; set it in the file or inherit it with 'base:'"
-            )
-        if dataclasses.is_dataclass(tp):
-            values[name] = _build(tp, raw[name], f"{dotted}.", source)
-        else:
-            values[name] = _coerce(raw[name], tp, dotted, source)
-    return cls(**values)
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin is tuple:
-        return f"a list of {len(typing.get_args(tp))} numbers"
-    if origin in (types.UnionType, typing.Union):
-        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
-
-
-def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
-    def fail() -> typing.NoReturn:
-        raise LwzooError(f"{source}: '{key}' must be {_type_name(tp)}, got {value!r}")
-
-    origin = typing.get_origin(tp)
-    if origin in (types.UnionType, typing.Union):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key, source)
-            except LwzooError:
-                pass
-        fail()
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            fail()
-        return value
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            fail()
-        return tuple(_coerce(v, a, key, source) for v, a in zip(value, args, strict=True))
-    if tp is bool:
-        if not isinstance(value, bool):
-            fail()
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            fail()
-        return value
-    if tp is float:
-        if isinstance(value, bool):
-            fail()
-        if isinstance(value, (int, float)):
-            return float(value)
-        # PyYAML reads "1e-4" (no dot) as a string; accept it as the number it plainly is.
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                fail()
-        fail()
-    if tp is str:
-        if not isinstance(value, str):
-            fail()
-        return value
-    raise TypeError(f"unsupported recipe field type {tp!r} for {key}")

@@ -3,17 +3,9 @@ import re
 import pytest
 import yaml
 
+from lwzoo.config import apply_overrides, parse_overrides
 from lwzoo.errors import LwzooError
-from lwzoo.recipe import (
-    Recipe,
-    apply_overrides,
-    list_recipes,
-    load_recipe,
-    parse_overrides,
-    recipe_from_dict,
-    recipe_keys,
-    recipes_dir,
-)
+from lwzoo.recipe import Recipe, list_recipes, load_recipe, recipe_from_dict, recipe_keys, recipes_dir
 
 
 @pytest.mark.parametrize("name", list_recipes())
@@ -129,7 +121,7 @@ def test_every_key_is_settable():
     for key in recipe_keys():
         section, _, leaf = key.rpartition(".")
         value = raw[section][leaf] if section else raw[leaf]
-        assert apply_overrides(raw, {key: value}) == raw
+        assert apply_overrides(raw, {key: value}, recipe_keys(), "recipe") == raw
 
 
 def test_digest_changes_with_values():
