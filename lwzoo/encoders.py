@@ -19,6 +19,7 @@ import torch.nn as nn
 from .archs import Arch, create_backbone, default_recipe_name, get_arch
 from .checkpoint import LAST, load_checkpoint
 from .errors import LwzooError
+from .hub_folder import WEIGHTS, load_backbone, read_hub_config
 from .preprocess import Preprocess
 from .recipe import Recipe, load_recipe, recipe_from_dict
 from .runs import latest_checkpoint
@@ -73,7 +74,8 @@ def load_encoder(
     """Resolve an encoder spec.
 
     Args:
-        spec: an lwzoo checkpoint (file or run folder); ``random:ARCH[:SEED]``, a random-init
+        spec: an lwzoo checkpoint (file or run folder); an export folder or its ``model.safetensors``;
+            ``random:ARCH[:SEED]``, a random-init
             baseline; ``timm:ARCH``, timm's supervised ImageNet weights from the local Hugging
             Face cache; or None for the newest run under ``runs/``.
         data: the data it will be evaluated on; picks the preprocessing of a random baseline
@@ -90,8 +92,11 @@ def load_encoder(
     else:
         path = Path(text)
         if path.suffix == ".safetensors":
-            raise LwzooError(f"'{path}' is a safetensors export; lwzoo reads exports once `lwzoo export` exists")
-        encoder = _from_checkpoint(path / LAST if path.is_dir() else path)
+            encoder = _from_export(path.parent, path)
+        elif path.is_dir() and (path / WEIGHTS).is_file() and not (path / LAST).is_file():
+            encoder = _from_export(path, path / WEIGHTS)
+        else:
+            encoder = _from_checkpoint(path / LAST if path.is_dir() else path)
     if image_size is not None and image_size != encoder.preprocess.image_size:
         p = encoder.preprocess
         encoder.preprocess = Preprocess(image_size, p.crop_pct, p.mean, p.std, p.interpolation)
@@ -121,6 +126,15 @@ def random_encoder(arch: Arch, preprocess: Preprocess, seed: int = 0) -> Encoder
     identity = f"random|{arch.timm_name}|{seed}|timm {timm.__version__}|torch {torch.__version__}"
     spec = f"random:{arch.name}" + (f":{seed}" if seed else "")
     return Encoder(_freeze(backbone), arch, preprocess, spec, identity)
+
+
+def _from_export(folder: Path, weights: Path) -> Encoder:
+    """An export folder (or its model.safetensors): the weights in timm's names plus config.json."""
+    if not weights.is_file():
+        raise LwzooError(f"'{weights}' does not exist")
+    arch, preprocess, _ = read_hub_config(folder)
+    backbone = load_backbone(weights, arch)
+    return Encoder(_freeze(backbone), arch, preprocess, str(weights), file_digest(weights))
 
 
 def _random(spec: str, data: str | Path | None) -> Encoder:

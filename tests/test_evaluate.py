@@ -137,6 +137,17 @@ def test_results_are_written_and_filed_beside_the_checkpoint(demo_run):
     assert registry["results"][-1]["identity"] == result["identity"]
 
 
+def test_cli_quiet_and_baseline(tmp_path):
+    proc = run_cli(
+        "eval", "knn", "random:mobilenetv3_large:1", "--data", "builtin:val", "--val-data", "builtin:val",
+        "--baseline", "--quiet", "--out", str(tmp_path), "--device", "cpu",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "" and "img/s" not in proc.stderr
+    result = json.loads((tmp_path / "eval-knn.json").read_text())
+    assert result["baseline"]["encoder"] == "random:mobilenetv3_large" and result["encoder"].endswith(":1")
+
+
 def test_augmented_probe_runs(tmp_path):
     r = evaluate.linear("random:mobilenetv3_large", data="builtin:val", val_data="builtin:val", augment=True,
                         epochs=1, out=tmp_path, device="cpu", verbose=False)  # fmt: skip

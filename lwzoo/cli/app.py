@@ -11,6 +11,7 @@ import typer
 
 from ..errors import LwzooError
 from .eval import app as eval_app
+from .export import export_command
 from .pretrain import pretrain_command
 from .recipes import recipes_command
 
@@ -25,6 +26,7 @@ app = typer.Typer(
 app.command("pretrain")(pretrain_command)
 app.command("recipes")(recipes_command)
 app.add_typer(eval_app, name="eval")
+app.command("export")(export_command)
 
 
 def _optional_resume_value(argv: list[str]) -> list[str]:

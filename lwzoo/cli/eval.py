@@ -47,12 +47,14 @@ def knn_command(
     device: DeviceOpt = "auto",
     out: OutOpt = None,
     no_cache: NoCacheOpt = False,
+    baseline: BaselineOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Weighted kNN (cosine, exp(sim/T) votes) on frozen features."""
     evaluate.knn(
-        checkpoint, data, val_data, k, temperature, batch_size, image_size, device, out, not no_cache, not quiet
-    )
+        checkpoint, data=data, val_data=val_data, k=k, temperature=temperature, batch_size=batch_size,
+        image_size=image_size, device=device, out=out, cache=not no_cache, baseline=baseline, verbose=not quiet,
+    )  # fmt: skip
 
 
 @app.command("linear")
@@ -80,6 +82,7 @@ def linear_command(
 ) -> None:
     """Linear probe on frozen features (L-BFGS on cached features, or --augment for MoCo's protocol)."""
     evaluate.linear(
-        checkpoint, data, val_data, augment, weight_decay, epochs, lr, batch_size, image_size, device, out,
-        not no_cache, seed, baseline, not quiet,
+        checkpoint, data=data, val_data=val_data, augment=augment, weight_decay=weight_decay, epochs=epochs, lr=lr,
+        batch_size=batch_size, image_size=image_size, device=device, out=out, cache=not no_cache, seed=seed,
+        baseline=baseline, verbose=not quiet,
     )  # fmt: skip

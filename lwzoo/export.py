@@ -1,0 +1,438 @@
+"""``lwzoo export``: the query encoder's backbone as safetensors (timm-loadable) and ONNX (fp32, int8),
+each export verified against torch before it is written.
+
+ONNX comes from PyTorch's dynamo exporter (``torch.onnx.export(..., dynamo=True)``, which needs
+onnxscript): the TorchScript exporter is deprecated, and the dynamo path traces with
+``torch.export``, names the dynamic dimensions and ships onnxscript's graph optimiser.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .checkpoint import LAST, atomic_write_text
+from .config import apply_overrides, build, field_types, read_yaml
+from .data import load_images
+from .encoders import Encoder, load_encoder
+from .errors import LwzooError
+from .hub_folder import write_hub_folder
+from .preprocess import Preprocess
+from .resources import resource_dir
+from .runs import latest_checkpoint
+from .version import __version__
+
+ONNX = "model.onnx"
+ONNX_INT8 = "model.int8.onnx"
+
+
+@dataclass(frozen=True)
+class OnnxOptions:
+    opset: int
+    dynamic_batch: bool
+    dynamic_spatial: bool
+
+
+@dataclass(frozen=True)
+class Int8Options:
+    enabled: bool
+    mode: Literal["static", "dynamic"]
+    calibration_images: int
+    per_channel: bool
+
+
+@dataclass(frozen=True)
+class ParityOptions:
+    atol: float
+    rtol: float
+    images: int
+
+
+@dataclass(frozen=True)
+class ExportProfile:
+    name: str
+    description: str
+    safetensors: bool
+    onnx: bool
+    image_size: int | None
+    onnx_options: OnnxOptions
+    int8: Int8Options
+    parity: ParityOptions
+
+
+def list_profiles() -> list[str]:
+    return sorted(p.stem for p in resource_dir("export").glob("*.yaml"))
+
+
+def load_profile(name_or_path: str | Path = "default", overrides: dict[str, Any] | None = None) -> ExportProfile:
+    """An export profile from ``export/`` (or a YAML path), with dotted-key overrides."""
+    raw = read_yaml(name_or_path, resource_dir("export"), "export profile")
+    raw = apply_overrides(raw, overrides or {}, list(field_types(ExportProfile)), "export profile")
+    profile = build(ExportProfile, raw, str(name_or_path), "export profile")
+    if not 7 <= profile.onnx_options.opset <= 23:
+        raise LwzooError(f"onnx opset {profile.onnx_options.opset} is outside what lwzoo supports (7-23)")
+    if profile.image_size is not None and profile.image_size < 8:
+        raise LwzooError(f"export image_size must be at least 8, got {profile.image_size}")
+    return profile
+
+
+@dataclass
+class ExportResult:
+    """What an export wrote and what its checks measured."""
+
+    out_dir: Path
+    checkpoint: Path
+    files: dict[str, int] = field(default_factory=dict)  # file name -> bytes
+    parity: dict[str, Any] = field(default_factory=dict)
+    int8: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"out_dir": str(self.out_dir), "checkpoint": str(self.checkpoint), "files": self.files,
+                "parity": self.parity, "int8": self.int8}  # fmt: skip
+
+
+# ---- ONNX ------------------------------------------------------------------------------------------------------
+
+
+def export_onnx(
+    backbone: nn.Module, path: Path, image_size: int, options: OnnxOptions, metadata: dict[str, str]
+) -> None:
+    """Write ``backbone`` as ONNX: input ``images`` (N, 3, H, W) float32, output ``features`` (N, D)."""
+    import onnx
+
+    model = _plain_copy(backbone)
+    example = torch.zeros(2 if options.dynamic_batch else 1, 3, image_size, image_size)
+    dims: dict[int, Any] = {}
+    if options.dynamic_batch:
+        dims[0] = torch.export.Dim("batch", min=1, max=4096)
+    if options.dynamic_spatial:
+        dims[2] = torch.export.Dim("height", min=32, max=4096)
+        dims[3] = torch.export.Dim("width", min=32, max=4096)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not the user's to act on
+        program = torch.onnx.export(
+            model, (example,), input_names=["images"], output_names=["features"],
+            dynamic_shapes=({**dims},) if dims else None, opset_version=options.opset, dynamo=True, verbose=False,
+        )  # fmt: skip
+    proto = program.model_proto
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(path))
+
+
+def _plain_copy(backbone: nn.Module) -> nn.Module:
+    import copy
+
+    model = copy.deepcopy(backbone).cpu().eval().to(memory_format=torch.contiguous_format)
+    model.requires_grad_(False)
+    return model
+
+
+def onnx_session(path: Path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(session, images: torch.Tensor, batch: int | None = None) -> np.ndarray:
+    """Features of float images (N, 3, H, W) from an onnxruntime session, in batches (1 for fixed-batch graphs)."""
+    x = images.float().contiguous().numpy()
+    fixed = session.get_inputs()[0].shape[0]
+    step = fixed if isinstance(fixed, int) else (batch or len(x))
+    return np.concatenate([session.run(["features"], {"images": x[i : i + step]})[0] for i in range(0, len(x), step)])
+
+
+def parity_images(preprocess: Preprocess, n: int) -> torch.Tensor:
+    """Real images for checks: the first ``n`` of the built-in held-out split, preprocessed."""
+    images = load_images("builtin:val", preprocess.decode_size).images[:n]
+    return preprocess(images).contiguous()
+
+
+def check_parity(backbone: nn.Module, session, inputs: dict[str, torch.Tensor], atol: float, rtol: float) -> dict:
+    """Max absolute and relative (to the largest |feature|) error of onnxruntime against torch."""
+    model = _plain_copy(backbone)
+    report = {}
+    for name, x in inputs.items():
+        with torch.no_grad():
+            ref = model(x).numpy()
+        got = run_onnx(session, x)
+        err = float(np.abs(got - ref).max())
+        scale = float(np.abs(ref).max())
+        report[name] = {
+            "batch": len(x),
+            "max_abs": err,
+            "max_rel": err / max(scale, 1e-12),
+            "ok": err <= atol + rtol * scale,
+        }
+    return report
+
+
+# ---- int8 -------------------------------------------------------------------------------------------------------
+
+
+def quantize_int8(fp32: Path, int8: Path, options: Int8Options, calibration: torch.Tensor | None) -> None:
+    """onnxruntime quantisation: static QDQ calibrated on ``calibration`` images, or dynamic."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = int8.with_name(int8.stem + ".pre.onnx")
+    try:
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        if options.mode == "dynamic":
+            quantize_dynamic(str(pre), str(int8), weight_type=QuantType.QInt8, per_channel=options.per_channel)
+            return
+
+        class Reader(CalibrationDataReader):
+            def __init__(self, images: np.ndarray, batch: int) -> None:
+                self.batches = iter([images[i : i + batch] for i in range(0, len(images), batch)])
+
+            def get_next(self) -> dict[str, np.ndarray] | None:
+                x = next(self.batches, None)
+                return None if x is None else {"images": x}
+
+        session = onnx_session(fp32)
+        fixed = session.get_inputs()[0].shape[0]
+        reader = Reader(calibration.numpy(), fixed if isinstance(fixed, int) else 16)
+        quantize_static(
+            str(pre), str(int8), reader, quant_format=QuantFormat.QDQ, per_channel=options.per_channel,
+            weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+        )  # fmt: skip
+    finally:
+        pre.unlink(missing_ok=True)
+        for leftover in int8.parent.glob("*.onnx.data"):
+            leftover.unlink()
+
+
+def int8_knn_change(fp32_session, int8_session, eval_data: str | Path, preprocess: Preprocess) -> dict[str, float]:
+    """kNN top-1 (k 20, T 0.07) with fp32 and with int8 features: even images vote, odd images are scored."""
+    from .evaluate import accuracies, knn_predict
+
+    images = load_images(eval_data, preprocess.decode_size)
+    if images.labels is None or images.images is None:
+        raise LwzooError(
+            f"--eval-data '{eval_data}' needs class sub-folders (DIR/<class>/<image>) and to fit in memory"
+        )
+    x = preprocess(images.images).contiguous()
+    out = {}
+    for name, session in (("fp32", fp32_session), ("int8", int8_session)):
+        feats = torch.from_numpy(run_onnx(session, x, batch=64))
+        scores = knn_predict(feats[0::2], images.labels[0::2], feats[1::2], len(images.classes))
+        out[f"knn_top1_{name}"] = accuracies(scores, images.labels[1::2], images.classes)[0]
+    out["knn_top1_change"] = out["knn_top1_int8"] - out["knn_top1_fp32"]
+    out["eval_data"] = images.source
+    return out
+
+
+# ---- the command ------------------------------------------------------------------------------------------------
+
+
+def export(
+    checkpoint: str | Path | None = None,
+    out: str | Path | None = None,
+    profile: str | Path = "default",
+    safetensors: bool | None = None,
+    onnx: bool | None = None,
+    int8: bool | None = None,
+    opset: int | None = None,
+    image_size: int | None = None,
+    calib_data: str | Path | None = None,
+    eval_data: str | Path | None = None,
+    force: bool = False,
+    verbose: bool = True,
+) -> ExportResult:
+    """Export a pretraining checkpoint's backbone, verified, into a Hub-ready folder.
+
+    Args:
+        checkpoint: an lwzoo checkpoint or run folder; None takes the newest run under ``runs/``.
+        out: the export folder. Default: ``<run folder>/export``. An existing one needs ``force``.
+        profile: an export profile from ``export/`` or a YAML path.
+        safetensors, onnx: which formats. Naming only one of them writes only that one; by default
+            the profile's (safetensors and ONNX).
+        int8: also write ``model.int8.onnx`` by onnxruntime quantisation.
+        opset, image_size: override the profile's.
+        calib_data: images for static int8 calibration (default: the built-in demo set).
+        eval_data: a labelled folder (or ``builtin:val``) to report int8's kNN change against fp32.
+        force: replace an existing export folder.
+        verbose: print the report.
+    """
+    say = print if verbose else (lambda *_: None)
+    overrides: dict[str, Any] = {}
+    if safetensors or onnx:  # naming a format selects exactly the named ones
+        overrides |= {"safetensors": bool(safetensors), "onnx": bool(onnx or int8)}
+    if int8 is not None:
+        overrides["int8.enabled"] = int8
+    if opset is not None:
+        overrides["onnx_options.opset"] = opset
+    if image_size is not None:
+        overrides["image_size"] = image_size
+    prof = load_profile(profile, overrides)
+    if prof.int8.enabled and not prof.onnx:
+        raise LwzooError("int8 quantisation works on the ONNX graph; drop --safetensors-only or add --onnx")
+
+    ckpt_path = Path(checkpoint) if checkpoint is not None else latest_checkpoint()
+    if checkpoint is None:
+        say(f"exporting the newest run: {ckpt_path}")
+    if ckpt_path.is_dir():
+        ckpt_path = ckpt_path / LAST
+    if str(checkpoint or "").startswith(("random:", "timm:")) or ckpt_path.suffix == ".safetensors":
+        raise LwzooError("lwzoo export takes a pretraining checkpoint (checkpoint-last.pt or its run folder)")
+    encoder = load_encoder(ckpt_path)
+    p = encoder.preprocess
+    preprocess = Preprocess(prof.image_size or p.image_size, p.crop_pct, p.mean, p.std, p.interpolation)
+    out_dir = Path(out) if out is not None else ckpt_path.parent / "export"
+    if out_dir.exists() and not force:
+        raise LwzooError(f"'{out_dir}' already exists; pass --force to replace it, or choose another --out")
+
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        result = _write_export(encoder, ckpt_path, preprocess, prof, tmp, calib_data, eval_data, say)
+        _swap_into_place(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    result.out_dir = out_dir
+    atomic_write_text(out_dir / "export.json", json.dumps(result.to_dict(), indent=1) + "\n")
+    say(_report(result))
+    return result
+
+
+def _metadata(encoder: Encoder, preprocess: Preprocess) -> dict[str, str]:
+    r = encoder.recipe
+    return {
+        "format": "pt",
+        "lwzoo_version": __version__,
+        "arch": encoder.arch.name,
+        "timm_name": encoder.arch.timm_name,
+        "feature_dim": str(encoder.feature_dim),
+        "recipe_name": r.name if r else "",
+        "recipe_digest": r.digest() if r else "",
+        "checkpoint_digest": encoder.identity,
+        "input_size": json.dumps([3, preprocess.image_size, preprocess.image_size]),
+        "mean": json.dumps(list(preprocess.mean)),
+        "std": json.dumps(list(preprocess.std)),
+        "crop_pct": str(preprocess.crop_pct),
+        "interpolation": preprocess.interpolation,
+    }
+
+
+def _write_export(encoder, ckpt_path, preprocess, prof, tmp, calib_data, eval_data, say) -> ExportResult:
+    tmp.mkdir(parents=True)
+    result = ExportResult(tmp, ckpt_path)
+    metadata = _metadata(encoder, preprocess)
+    write_hub_folder(tmp, encoder.backbone, encoder.arch, preprocess, metadata)
+    if not prof.safetensors:
+        (tmp / "model.safetensors").unlink()
+    if encoder.recipe is not None:
+        atomic_write_text(tmp / "recipe.yaml", encoder.recipe.to_yaml())
+    run_dir = ckpt_path.parent
+    if (run_dir / "metrics.jsonl").is_file():
+        shutil.copyfile(run_dir / "metrics.jsonl", tmp / "metrics.jsonl")
+    if (run_dir / "evals.json").is_file():  # only results of exactly these weights are cited
+        evals = [
+            e for e in json.loads((run_dir / "evals.json").read_text())["results"] if e["identity"] == encoder.identity
+        ]
+        atomic_write_text(tmp / "evals.json", json.dumps({"results": evals}, indent=1) + "\n")
+
+    if prof.onnx:
+        t0 = time.perf_counter()
+        export_onnx(encoder.backbone, tmp / ONNX, preprocess.image_size, prof.onnx_options, metadata)
+        session = onnx_session(tmp / ONNX)
+        real = parity_images(preprocess, prof.parity.images)
+        g = torch.Generator().manual_seed(0)
+        inputs = {"real": real, "random": torch.randn(7, 3, preprocess.image_size, preprocess.image_size, generator=g)}
+        if prof.onnx_options.dynamic_spatial:
+            size = preprocess.image_size + 32
+            inputs["random_larger"] = torch.randn(2, 3, size, size, generator=g)
+        result.parity = check_parity(encoder.backbone, session, inputs, prof.parity.atol, prof.parity.rtol)
+        result.parity["seconds"] = time.perf_counter() - t0
+        bad = {k: v for k, v in result.parity.items() if isinstance(v, dict) and not v["ok"]}
+        if bad:
+            worst = max(bad.values(), key=lambda v: v["max_abs"])
+            raise LwzooError(
+                f"the ONNX graph disagrees with torch (max abs error {worst['max_abs']:.3g}, tolerance "
+                f"atol {prof.parity.atol:g} + rtol {prof.parity.rtol:g}); nothing was written. Try another --opset"
+            )
+        if prof.int8.enabled:
+            calibration = _calibration(calib_data, preprocess, prof.int8.calibration_images)
+            quantize_int8(tmp / ONNX, tmp / ONNX_INT8, prof.int8, calibration)
+            int8_session = onnx_session(tmp / ONNX_INT8)
+            fp32_feats, int8_feats = run_onnx(session, real, 16), run_onnx(int8_session, real, 16)
+            cos = F.cosine_similarity(torch.from_numpy(fp32_feats), torch.from_numpy(int8_feats), dim=1)
+            result.int8 = {
+                "mode": prof.int8.mode,
+                "calibration_images": len(calibration) if calibration is not None else 0,
+                "bytes_fp32": (tmp / ONNX).stat().st_size,
+                "bytes_int8": (tmp / ONNX_INT8).stat().st_size,
+                "feature_cosine_min": float(cos.min()),
+                "feature_cosine_mean": float(cos.mean()),
+            }
+            if eval_data is not None:
+                result.int8 |= int8_knn_change(session, int8_session, eval_data, preprocess)
+    result.files = {f.name: f.stat().st_size for f in sorted(tmp.iterdir()) if f.is_file()}
+    return result
+
+
+def _calibration(calib_data: str | Path | None, preprocess: Preprocess, n: int) -> torch.Tensor:
+    images = load_images(calib_data if calib_data is not None else "builtin:train", preprocess.decode_size)
+    if images.images is None:
+        raise LwzooError(
+            f"--calib-data '{calib_data}' is too large to hold in memory; point it at a few hundred images"
+        )
+    pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:n]
+    return preprocess(images.images[pick]).contiguous()
+
+
+def _swap_into_place(tmp: Path, out_dir: Path) -> None:
+    """Rename the finished folder over the old one; the old export survives until the new one is complete."""
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
+
+
+def _report(result: ExportResult) -> str:
+    lines = [f"exported {result.checkpoint} -> {result.out_dir}"]
+    for name, size in result.files.items():
+        lines.append(f"  {name:<22} {size / 1e6:8.2f} MB")
+    for name, check in result.parity.items():
+        if isinstance(check, dict):
+            lines.append(
+                f"  parity onnxruntime vs torch, {name} batch {check['batch']}: "
+                f"max abs {check['max_abs']:.2e}, max rel {check['max_rel']:.2e}"
+            )
+    if result.int8:
+        q = result.int8
+        lines.append(
+            f"  int8 ({q['mode']}): {q['bytes_int8'] / 1e6:.2f} MB vs {q['bytes_fp32'] / 1e6:.2f} MB fp32; "
+            f"feature cosine to fp32 min {q['feature_cosine_min']:.4f}, mean {q['feature_cosine_mean']:.4f}"
+        )
+        if "knn_top1_change" in q:
+            lines.append(
+                f"  int8 kNN top-1 on {q['eval_data']}: {q['knn_top1_int8']:.2f}% vs {q['knn_top1_fp32']:.2f}% fp32 "
+                f"({q['knn_top1_change']:+.2f})"
+            )
+    return "\n".join(lines)

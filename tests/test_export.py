@@ -1,0 +1,163 @@
+import json
+
+import numpy as np
+import onnx
+import pytest
+import timm
+import torch
+from safetensors import safe_open
+
+from lwzoo.checkpoint import atomic_save, load_checkpoint
+from lwzoo.encoders import load_encoder
+from lwzoo.errors import LwzooError
+from lwzoo.export import export, load_profile, onnx_session
+
+from .conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A two-step pretraining run at 32 px: exports only need real weights, not good ones."""
+    from lwzoo.pretrain import pretrain
+
+    out = tmp_path_factory.mktemp("export") / "run"
+    pretrain("mobilenetv3_large", data="builtin:val", out=out, until_step=2, device="cpu", verbose=False,
+             overrides=["train.epochs=1", "optim.warmup_epochs=0.5"], batch_size=64)  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir):
+    return export(run_dir, verbose=False)
+
+
+def test_default_export_writes_safetensors_onnx_and_config(exported):
+    assert set(exported.files) >= {"model.safetensors", "config.json", "model.onnx", "recipe.yaml", "metrics.jsonl"}
+    assert (exported.out_dir / "export.json").is_file() and exported.out_dir.name == "export"
+    assert not list(exported.out_dir.parent.glob(".export.tmp-*"))
+
+
+def test_safetensors_load_strictly_in_timm_and_match_the_checkpoint(exported, run_dir):
+    path = exported.out_dir / "model.safetensors"
+    model = timm.create_model(
+        "mobilenetv3_large_100", num_classes=0, pretrained=True, pretrained_cfg_overlay=dict(file=str(path))
+    ).eval()
+    ckpt = load_checkpoint(run_dir / "checkpoint-last.pt")
+    backbone = {k.removeprefix("backbone."): v for k, v in ckpt["model"].items() if k.startswith("backbone.")}
+    assert set(model.state_dict()) == set(backbone)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in backbone.items())
+    # the export is the query encoder's backbone only: no projector, key encoder or queue
+    with safe_open(path, "pt") as f:
+        assert not any(k.startswith(("projector", "key_encoder", "queue")) for k in f.keys())  # noqa: SIM118 (safe_open is not iterable)
+
+
+def test_config_is_timm_hub_format_with_lwzoo_preprocessing(exported):
+    config = json.loads((exported.out_dir / "config.json").read_text())
+    assert config["architecture"] == "mobilenetv3_large_100" and config["num_classes"] == 0
+    assert config["num_features"] == 1280
+    cfg = config["pretrained_cfg"]
+    assert cfg["input_size"] == [3, 32, 32] and cfg["crop_pct"] == 1.0 and cfg["interpolation"] == "bicubic"
+    assert cfg["mean"] == [0.485, 0.456, 0.406] and cfg["std"] == [0.229, 0.224, 0.225]
+    assert "tag" not in cfg and "license" not in cfg and "hf_hub_id" not in cfg  # not timm's ImageNet weights
+
+
+def test_onnx_matches_torch_on_batches_of_1_and_7(exported, run_dir):
+    assert all(v["ok"] and v["max_abs"] < 1e-4 for k, v in exported.parity.items() if isinstance(v, dict))
+    encoder = load_encoder(run_dir)
+    session = onnx_session(exported.out_dir / "model.onnx")
+    for batch in (1, 7):
+        x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(batch))
+        got = session.run(["features"], {"images": x.numpy()})[0]
+        with torch.no_grad():
+            want = encoder.backbone(x).numpy()
+        assert got.shape == (batch, 1280)
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_onnx_graph_and_metadata(exported):
+    path = exported.out_dir / "model.onnx"
+    onnx.checker.check_model(str(path), full_check=True)
+    model = onnx.load(str(path))
+    (inp,), (out,) = model.graph.input, model.graph.output
+    assert inp.name == "images" and out.name == "features"
+    assert inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+    assert isinstance(dims[0], str) and dims[1:] == [3, 32, 32]  # dynamic batch, fixed H and W
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["arch"] == "mobilenetv3_large" and json.loads(meta["mean"]) == [0.485, 0.456, 0.406]
+    assert json.loads(meta["input_size"]) == [3, 32, 32] and meta["lwzoo_version"]
+    with safe_open(exported.out_dir / "model.safetensors", "pt") as f:
+        st = f.metadata()
+    assert st["arch"] == "mobilenetv3_large" and st["feature_dim"] == "1280" and len(st["recipe_digest"]) == 12
+    assert json.loads(st["std"]) == [0.229, 0.224, 0.225] and st["crop_pct"] == "1.0"
+
+
+def test_export_folder_is_an_encoder(exported, run_dir):
+    a, b = load_encoder(exported.out_dir), load_encoder(run_dir)
+    assert a.preprocess == b.preprocess and a.arch == b.arch
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(a.backbone(x), b.backbone(x))
+
+
+def test_int8_is_smaller_and_runs(run_dir, tmp_path):
+    result = export(run_dir, out=tmp_path / "int8", profile="mobile-int8", eval_data="builtin:val", verbose=False)
+    q = result.int8
+    assert q["bytes_int8"] < q["bytes_fp32"] / 2 and q["feature_cosine_mean"] > 0.9
+    assert "knn_top1_change" in q
+    session = onnx_session(tmp_path / "int8" / "model.int8.onnx")
+    out = session.run(["features"], {"images": np.random.default_rng(0).standard_normal((1, 3, 32, 32), np.float32)})
+    assert out[0].shape == (1, 1280)
+
+
+def test_dynamic_spatial_profile(run_dir, tmp_path):
+    profile = tmp_path / "spatial.yaml"
+    profile.write_text("base: default\nsafetensors: false\nonnx_options:\n  dynamic_spatial: true\n")
+    result = export(run_dir, out=tmp_path / "out", profile=profile, verbose=False)
+    assert result.parity["random_larger"]["ok"] and "model.safetensors" not in result.files
+    session = onnx_session(tmp_path / "out" / "model.onnx")
+    assert session.run(["features"], {"images": np.zeros((3, 3, 48, 40), np.float32)})[0].shape == (3, 1280)
+
+
+def test_existing_folder_needs_force_and_a_failed_export_keeps_the_old_one(exported, run_dir, tmp_path):
+    with pytest.raises(LwzooError, match="already exists; pass --force"):
+        export(run_dir, verbose=False)
+    before = (exported.out_dir / "model.onnx").read_bytes()
+    strict = tmp_path / "strict.yaml"
+    strict.write_text("base: default\nparity:\n  atol: 0.0\n  rtol: 0.0\n  images: 4\n")
+    with pytest.raises(LwzooError, match="disagrees with torch"):
+        export(run_dir, profile=strict, force=True, verbose=False)
+    assert (exported.out_dir / "model.onnx").read_bytes() == before
+    assert not list(run_dir.glob(".export.*"))
+
+
+def test_corrupt_checkpoint_and_mismatched_arch_are_clear_errors(run_dir, tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"PK\x03\x04 nonsense")
+    with pytest.raises(LwzooError, match="corrupt"):
+        export(bad, verbose=False)
+    ckpt = load_checkpoint(run_dir / "checkpoint-last.pt")
+    ckpt["arch"] = "effnet_b0"  # mobilenet weights under an efficientnet label
+    atomic_save(ckpt, tmp_path / "mislabelled.pt")
+    with pytest.raises(LwzooError, match="does not fit efficientnet_b0"):
+        export(tmp_path / "mislabelled.pt", verbose=False)
+
+
+def test_profiles_validate():
+    assert load_profile("default").onnx_options.dynamic_batch
+    assert load_profile("mobile-int8").int8.enabled
+    with pytest.raises(LwzooError, match="unknown export profile key"):
+        load_profile("default", {"onnx_options.opsett": 17})
+    with pytest.raises(LwzooError, match="opset"):
+        load_profile("default", {"onnx_options.opset": 99})
+
+
+def test_cli_export_newest_run_onnx_only(run_dir, tmp_path, monkeypatch):
+    runs = tmp_path / "runs" / "mobilenetv3_large" / "demo-1"
+    runs.parent.mkdir(parents=True)
+    runs.symlink_to(run_dir, target_is_directory=True)
+    proc = run_cli("export", "--onnx", "--out", str(tmp_path / "onnx-only"), env={"LWZOO_RUNS": str(tmp_path / "runs")})
+    assert proc.returncode == 0, proc.stderr
+    assert "exporting the newest run" in proc.stdout and "parity onnxruntime vs torch" in proc.stdout
+    files = {p.name for p in (tmp_path / "onnx-only").iterdir()}
+    assert "model.onnx" in files and "model.safetensors" not in files
