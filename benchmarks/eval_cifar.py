@@ -56,9 +56,11 @@ def main() -> None:
     if not a.checkpoint and not (
         ckpt.is_file() and load_checkpoint(ckpt)["step"] == load_checkpoint(ckpt)["total_steps"]
     ):
-        kwargs = {"resume": ckpt.parent} if ckpt.is_file() else {
-            "recipe": "demo", "overrides": PRETRAIN, "epochs": a.pretrain_epochs, "data": train
-        }  # fmt: skip
+        kwargs = (
+            {"resume": ckpt.parent}
+            if ckpt.is_file()
+            else {"recipe": "demo", "overrides": PRETRAIN, "epochs": a.pretrain_epochs, "data": train}
+        )
         t0 = time.perf_counter()
         result = pretrain("mobilenetv3_large", out=ckpt.parent, device=a.device, **kwargs)
         if not result.finished:

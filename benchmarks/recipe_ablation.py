@@ -92,12 +92,22 @@ def save_state(state: dict) -> None:
     os.replace(tmp, STATE)
 
 
-def run_unit(net: str, recipe: str, overrides: list[str], seed: int, data: Path, eval_data: Path, eval_every: int,
-             out: Path, device: str) -> dict:  # fmt: skip
+def run_unit(
+    net: str,
+    recipe: str,
+    overrides: list[str],
+    seed: int,
+    data: Path,
+    eval_data: Path,
+    eval_every: int,
+    out: Path,
+    device: str,
+) -> dict:
     kwargs = {"resume": out} if (out / LAST).exists() else {"recipe": recipe, "overrides": overrides, "data": data}
     t0 = time.perf_counter()
-    result = pretrain(net, seed=seed, out=out, device=device, eval_every=eval_every, eval_data=eval_data,
-                      verbose=True, **kwargs)  # fmt: skip
+    result = pretrain(
+        net, seed=seed, out=out, device=device, eval_every=eval_every, eval_data=eval_data, verbose=True, **kwargs
+    )
     if not result.finished:
         raise SystemExit(f"{out.name}: stopped at step {result.step}/{result.total_steps}; rerun to resume")
     rows = read_metrics(out / "metrics.jsonl")
@@ -124,16 +134,22 @@ def cmd_run(a: argparse.Namespace) -> None:
                 overrides = [*common(a.epochs), *extra]
                 out = cache_dir() / "bench" / "ablation" / unit.replace("|", "-")
                 print(f"=== {unit}: {name}", flush=True)
-                record = run_unit(net, recipe or net, overrides, seed, train_sub, val_sub, max(1, a.epochs // 10), out,
-                                  a.device)  # fmt: skip
+                record = run_unit(
+                    net, recipe or net, overrides, seed, train_sub, val_sub, max(1, a.epochs // 10), out, a.device
+                )
                 knn = evaluate.knn(out, data=train_full, val_data=test, device=a.device, baseline=key not in state)
                 lin = evaluate.linear(out, data=train_full, val_data=test, device=a.device, baseline=key not in state)
                 if key not in state:
                     state[key] = {"knn": knn.baseline["top1"], "linear": lin.baseline["top1"]}
-                record |= {"knn": knn.top1, "linear": lin.top1, "recipe": recipe or net, "overrides": overrides,
-                           "command": f"lwzoo pretrain {net} --recipe {recipe or net} --data {train_sub} --seed {seed} "
-                           + " ".join(f"--set '{o}'" for o in overrides),
-                           "date": time.strftime("%Y-%m-%d")}  # fmt: skip
+                record |= {
+                    "knn": knn.top1,
+                    "linear": lin.top1,
+                    "recipe": recipe or net,
+                    "overrides": overrides,
+                    "command": f"lwzoo pretrain {net} --recipe {recipe or net} --data {train_sub} --seed {seed} "
+                    + " ".join(f"--set '{o}'" for o in overrides),
+                    "date": time.strftime("%Y-%m-%d"),
+                }
                 state[unit] = record
                 save_state(state)
                 print(f"    kNN {knn.top1:.2f}  linear {lin.top1:.2f}", flush=True)

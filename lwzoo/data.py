@@ -159,18 +159,23 @@ def scan_folder(root: str | Path) -> tuple[list[Path], list[int] | None, list[st
     return paths, None, []
 
 
+def to_square(img: Image.Image, size: int) -> torch.Tensor:
+    """An image as RGB (greyscale, palette and alpha images converted; alpha composited on white),
+    centre-cropped to a square and resized to ``size`` (bicubic): (3, size, size) uint8."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    img = img.convert("RGB")
+    if img.size != (size, size):
+        img = ImageOps.fit(img, (size, size), Image.Resampling.BICUBIC)
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
 def decode_image(path: str | Path, size: int) -> torch.Tensor:
-    """Read one image as RGB (greyscale, palette and alpha images converted; alpha composited on white),
-    centre-cropped to a square and resized to ``size``: (3, size, size) uint8."""
+    """Read one image file with :func:`to_square`."""
     with Image.open(path) as img:
-        img = ImageOps.exif_transpose(img)
-        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-            rgba = img.convert("RGBA")
-            img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-        img = img.convert("RGB")
-        if img.size != (size, size):
-            img = ImageOps.fit(img, (size, size), Image.Resampling.BICUBIC)
-        return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+        return to_square(img, size)
 
 
 class _DecodeDataset(Dataset):

@@ -7,7 +7,6 @@ keys feature caches.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch.nn as nn
 from .archs import Arch, create_backbone, default_recipe_name, get_arch
 from .checkpoint import LAST, load_checkpoint
 from .errors import LwzooError
-from .hub_folder import WEIGHTS, load_backbone, read_hub_config
+from .hub_folder import WEIGHTS, load_backbone, read_hub_config, sha256_file
 from .preprocess import Preprocess
 from .recipe import Recipe, load_recipe, recipe_from_dict
 from .runs import latest_checkpoint
@@ -46,18 +45,11 @@ class Encoder:
     identity: str
     checkpoint: Path | None = None
     recipe: Recipe | None = None
+    training: dict | None = None  # a checkpoint's data, seed and steps
 
     @property
     def feature_dim(self) -> int:
         return self.arch.feature_dim
-
-
-def file_digest(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _freeze(model: nn.Module) -> nn.Module:
@@ -116,7 +108,9 @@ def _from_checkpoint(path: Path) -> Encoder:
         backbone.load_state_dict(weights)
     except RuntimeError as e:
         raise LwzooError(f"checkpoint '{path}' does not fit {arch.timm_name}: {str(e).splitlines()[0]}") from None
-    return Encoder(_freeze(backbone), arch, Preprocess.from_recipe(recipe), str(path), file_digest(path), path, recipe)
+    training = {k: ckpt[k] for k in ("data", "seed", "step", "total_steps", "epoch")}
+    preprocess = Preprocess.from_recipe(recipe)
+    return Encoder(_freeze(backbone), arch, preprocess, str(path), sha256_file(path), path, recipe, training)
 
 
 def random_encoder(arch: Arch, preprocess: Preprocess, seed: int = 0) -> Encoder:
@@ -134,7 +128,7 @@ def _from_export(folder: Path, weights: Path) -> Encoder:
         raise LwzooError(f"'{weights}' does not exist")
     arch, preprocess, _ = read_hub_config(folder)
     backbone = load_backbone(weights, arch)
-    return Encoder(_freeze(backbone), arch, preprocess, str(weights), file_digest(weights))
+    return Encoder(_freeze(backbone), arch, preprocess, str(weights), sha256_file(weights))
 
 
 def _random(spec: str, data: str | Path | None) -> Encoder:
@@ -171,4 +165,4 @@ def _timm(spec: str) -> Encoder:
     model = timm.create_model(arch.timm_name, pretrained=True, num_classes=0, pretrained_cfg_overlay={"file": weights})
     p = model.pretrained_cfg
     preprocess = Preprocess(p["input_size"][-1], p["crop_pct"], tuple(p["mean"]), tuple(p["std"]), p["interpolation"])
-    return Encoder(_freeze(model), arch, preprocess, spec, file_digest(weights))
+    return Encoder(_freeze(model), arch, preprocess, spec, sha256_file(weights))

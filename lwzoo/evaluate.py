@@ -127,9 +127,14 @@ def fit_linear_probe(
     nn.init.zeros_(probe.linear.weight)
     nn.init.zeros_(probe.linear.bias)
     opt = torch.optim.LBFGS(
-        probe.linear.parameters(), lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
-        tolerance_grad=1e-7, tolerance_change=1e-10,
-    )  # fmt: skip
+        probe.linear.parameters(),
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-7,
+        tolerance_change=1e-10,
+    )
 
     def closure() -> torch.Tensor:
         opt.zero_grad()

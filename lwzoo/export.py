@@ -27,11 +27,12 @@ from .config import apply_overrides, build, field_types, read_yaml
 from .data import load_images
 from .encoders import Encoder, load_encoder
 from .errors import LwzooError
-from .hub_folder import write_hub_folder
+from .hub_folder import record_checksums, write_hub_folder
 from .preprocess import Preprocess
 from .resources import resource_dir
 from .runs import latest_checkpoint
 from .version import __version__
+from .zoo import add_local
 
 ONNX = "model.onnx"
 ONNX_INT8 = "model.int8.onnx"
@@ -98,8 +99,13 @@ class ExportResult:
     int8: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"out_dir": str(self.out_dir), "checkpoint": str(self.checkpoint), "files": self.files,
-                "parity": self.parity, "int8": self.int8}  # fmt: skip
+        return {
+            "out_dir": str(self.out_dir),
+            "checkpoint": str(self.checkpoint),
+            "files": self.files,
+            "parity": self.parity,
+            "int8": self.int8,
+        }
 
 
 # ---- ONNX ------------------------------------------------------------------------------------------------------
@@ -122,9 +128,15 @@ def export_onnx(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not the user's to act on
         program = torch.onnx.export(
-            model, (example,), input_names=["images"], output_names=["features"],
-            dynamic_shapes=({**dims},) if dims else None, opset_version=options.opset, dynamo=True, verbose=False,
-        )  # fmt: skip
+            model,
+            (example,),
+            input_names=["images"],
+            output_names=["features"],
+            dynamic_shapes=({**dims},) if dims else None,
+            opset_version=options.opset,
+            dynamo=True,
+            verbose=False,
+        )
     proto = program.model_proto
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
@@ -215,9 +227,14 @@ def quantize_int8(fp32: Path, int8: Path, options: Int8Options, calibration: tor
         fixed = session.get_inputs()[0].shape[0]
         reader = Reader(calibration.numpy(), fixed if isinstance(fixed, int) else 16)
         quantize_static(
-            str(pre), str(int8), reader, quant_format=QuantFormat.QDQ, per_channel=options.per_channel,
-            weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-        )  # fmt: skip
+            str(pre),
+            str(int8),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            per_channel=options.per_channel,
+            weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8,
+        )
     finally:
         pre.unlink(missing_ok=True)
         for leftover in int8.parent.glob("*.onnx.data"):
@@ -259,6 +276,7 @@ def export(
     calib_data: str | Path | None = None,
     eval_data: str | Path | None = None,
     force: bool = False,
+    name: str | None = None,
     verbose: bool = True,
 ) -> ExportResult:
     """Export a pretraining checkpoint's backbone, verified, into a Hub-ready folder.
@@ -274,6 +292,7 @@ def export(
         calib_data: images for static int8 calibration (default: the built-in demo set).
         eval_data: a labelled folder (or ``builtin:val``) to report int8's kNN change against fp32.
         force: replace an existing export folder.
+        name: also add the export to the local zoo under this name, for ``lwzoo.load(name)``.
         verbose: print the report.
     """
     say = print if verbose else (lambda *_: None)
@@ -314,6 +333,8 @@ def export(
     result.out_dir = out_dir
     atomic_write_text(out_dir / "export.json", json.dumps(result.to_dict(), indent=1) + "\n")
     say(_report(result))
+    if name is not None:
+        say(f"added to the local zoo: {add_local(name, out_dir)} (lwzoo.load({name!r}))")
     return result
 
 
@@ -340,7 +361,13 @@ def _write_export(encoder, ckpt_path, preprocess, prof, tmp, calib_data, eval_da
     tmp.mkdir(parents=True)
     result = ExportResult(tmp, ckpt_path)
     metadata = _metadata(encoder, preprocess)
-    write_hub_folder(tmp, encoder.backbone, encoder.arch, preprocess, metadata)
+    training = {
+        **(encoder.training or {}),
+        "recipe": encoder.recipe.name if encoder.recipe else None,
+        "recipe_digest": metadata["recipe_digest"],
+        "checkpoint_digest": encoder.identity,
+    }
+    write_hub_folder(tmp, encoder.backbone, encoder.arch, preprocess, metadata, training)
     if not prof.safetensors:
         (tmp / "model.safetensors").unlink()
     if encoder.recipe is not None:
@@ -389,6 +416,7 @@ def _write_export(encoder, ckpt_path, preprocess, prof, tmp, calib_data, eval_da
             }
             if eval_data is not None:
                 result.int8 |= int8_knn_change(session, int8_session, eval_data, preprocess)
+    record_checksums(tmp)
     result.files = {f.name: f.stat().st_size for f in sorted(tmp.iterdir()) if f.is_file()}
     return result
 

@@ -8,6 +8,7 @@ write through :func:`write_hub_folder`; reading never unpickles anything.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -42,16 +43,49 @@ def hub_config(arch: Arch, preprocess: Preprocess, extra: dict[str, Any] | None 
 
 
 def write_hub_folder(
-    dest: Path, backbone: nn.Module, arch: Arch, preprocess: Preprocess, metadata: dict[str, str]
+    dest: Path,
+    backbone: nn.Module,
+    arch: Arch,
+    preprocess: Preprocess,
+    metadata: dict[str, str],
+    training: dict[str, Any] | None = None,
 ) -> list[Path]:
-    """Write ``model.safetensors`` (with string ``metadata``) and ``config.json`` into ``dest``."""
+    """Write ``model.safetensors`` (with string ``metadata``) and ``config.json`` into ``dest``;
+    ``training`` (data, seed, steps, recipe) goes into config.json's ``lwzoo`` section."""
     dest.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
     save_file(state, str(dest / WEIGHTS), metadata={k: str(v) for k, v in metadata.items()})
-    (dest / CONFIG).write_text(
-        json.dumps(hub_config(arch, preprocess, {"lwzoo_version": metadata.get("lwzoo_version")}), indent=2) + "\n"
-    )
+    extra = {"lwzoo_version": metadata.get("lwzoo_version"), "training": training or {}}
+    (dest / CONFIG).write_text(json.dumps(hub_config(arch, preprocess, extra), indent=2) + "\n")
     return [dest / WEIGHTS, dest / CONFIG]
+
+
+def record_checksums(folder: Path, names: tuple[str, ...] = (WEIGHTS, "model.onnx", "model.int8.onnx")) -> None:
+    """Write the sha256 of the model files into ``config.json`` (``lwzoo.files``), so a loader can
+    tell a tampered or damaged download from the file that was published."""
+    config = json.loads((folder / CONFIG).read_text())
+    config["lwzoo"]["files"] = {n: sha256_file(folder / n) for n in names if (folder / n).is_file()}
+    (folder / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+
+
+def verify_checksum(path: Path, config: dict[str, Any]) -> None:
+    """Raise LwzooError unless ``path`` has the sha256 ``config.json`` recorded for its name."""
+    expected = config.get("lwzoo", {}).get("files", {}).get(path.name)
+    if expected is None:
+        raise LwzooError(f"{CONFIG} records no checksum for {path.name}; export and publish it again with lwzoo")
+    if sha256_file(path) != expected:
+        raise LwzooError(
+            f"'{path}' does not match the sha256 in {CONFIG}: the file was changed or damaged. "
+            "Delete it (for a Hub download, its entry in the Hugging Face cache) and load again"
+        )
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def read_hub_config(folder: Path) -> tuple[Arch, Preprocess, dict[str, Any]]:
@@ -62,9 +96,12 @@ def read_hub_config(folder: Path) -> tuple[Arch, Preprocess, dict[str, Any]]:
         cfg = config["pretrained_cfg"]
         arch = get_arch(config.get("lwzoo", {}).get("arch") or config["architecture"])
         preprocess = Preprocess(
-            int(cfg["input_size"][-1]), float(cfg["crop_pct"]), tuple(cfg["mean"]), tuple(cfg["std"]),
+            int(cfg["input_size"][-1]),
+            float(cfg["crop_pct"]),
+            tuple(cfg["mean"]),
+            tuple(cfg["std"]),
             cfg.get("interpolation", "bicubic"),
-        )  # fmt: skip
+        )
     except FileNotFoundError:
         raise LwzooError(f"'{folder}' has no {CONFIG}; export the model again with `lwzoo export`") from None
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as e:

@@ -33,3 +33,28 @@ def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subpro
         env={**os.environ, **(env or {})},
         cwd=Path(__file__).parent,
     )
+
+
+@pytest.fixture(scope="session")
+def evaluated_export(tmp_path_factory):
+    """A two-step run at 32 px, evaluated (kNN with baseline, linear) and exported: real files, real
+    recorded metrics, in a few seconds."""
+    from lwzoo import evaluate
+    from lwzoo.export import export
+    from lwzoo.pretrain import pretrain
+
+    root = tmp_path_factory.mktemp("published")
+    run = root / "run"
+    pretrain(
+        "mobilenetv3_large",
+        data="builtin:val",
+        out=run,
+        until_step=2,
+        device="cpu",
+        verbose=False,
+        overrides=["train.epochs=1", "optim.warmup_epochs=0.5", "train.log_every=1"],
+        batch_size=64,
+    )
+    evaluate.knn(run, device="cpu", baseline=True, verbose=False)
+    evaluate.linear(run, device="cpu", verbose=False)
+    return export(run, verbose=False).out_dir

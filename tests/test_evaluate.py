@@ -139,9 +139,20 @@ def test_results_are_written_and_filed_beside_the_checkpoint(demo_run):
 
 def test_cli_quiet_and_baseline(tmp_path):
     proc = run_cli(
-        "eval", "knn", "random:mobilenetv3_large:1", "--data", "builtin:val", "--val-data", "builtin:val",
-        "--baseline", "--quiet", "--out", str(tmp_path), "--device", "cpu",
-    )  # fmt: skip
+        "eval",
+        "knn",
+        "random:mobilenetv3_large:1",
+        "--data",
+        "builtin:val",
+        "--val-data",
+        "builtin:val",
+        "--baseline",
+        "--quiet",
+        "--out",
+        str(tmp_path),
+        "--device",
+        "cpu",
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "" and "img/s" not in proc.stderr
     result = json.loads((tmp_path / "eval-knn.json").read_text())
@@ -149,8 +160,16 @@ def test_cli_quiet_and_baseline(tmp_path):
 
 
 def test_augmented_probe_runs(tmp_path):
-    r = evaluate.linear("random:mobilenetv3_large", data="builtin:val", val_data="builtin:val", augment=True,
-                        epochs=1, out=tmp_path, device="cpu", verbose=False)  # fmt: skip
+    r = evaluate.linear(
+        "random:mobilenetv3_large",
+        data="builtin:val",
+        val_data="builtin:val",
+        augment=True,
+        epochs=1,
+        out=tmp_path,
+        device="cpu",
+        verbose=False,
+    )
     assert r.protocol == "linear-augment" and 0 <= r.top1 <= 100
     assert (tmp_path / "eval-linear-augment.json").is_file()
 
@@ -212,8 +231,9 @@ def test_timm_weights_from_a_local_cache(tmp_path, monkeypatch):
     weights = timm.create_model("resnet18", num_classes=1000).state_dict()
     save_file(weights, snapshot / "model.safetensors")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    r = evaluate.knn("timm:resnet18", data="builtin:val", out=tmp_path / "out", image_size=32, device="cpu",
-                     verbose=False)  # fmt: skip
+    r = evaluate.knn(
+        "timm:resnet18", data="builtin:val", out=tmp_path / "out", image_size=32, device="cpu", verbose=False
+    )
     assert r.arch == "resnet18" and r.settings["crop_pct"] == cfg.crop_pct and r.settings["image_size"] == 32
 
 
@@ -223,9 +243,16 @@ def test_pretrain_eval_every_logs_knn(tmp_path):
 
     from .conftest import TINY
 
-    result = pretrain("mobilenetv3_large", data="builtin:val", overrides=[*TINY, "train.epochs=2",
-                      "optim.warmup_epochs=0.5"], batch_size=128, eval_every=1, out=tmp_path / "run",
-                      device="cpu", verbose=False)  # fmt: skip
+    result = pretrain(
+        "mobilenetv3_large",
+        data="builtin:val",
+        overrides=[*TINY, "train.epochs=2", "optim.warmup_epochs=0.5"],
+        batch_size=128,
+        eval_every=1,
+        out=tmp_path / "run",
+        device="cpu",
+        verbose=False,
+    )
     evals = [r for r in read_metrics(result.out_dir / "metrics.jsonl") if r["kind"] == "eval"]
     assert [r["epoch"] for r in evals] == [1, 2] and all(0 <= r["knn_top1"] <= 100 for r in evals)
 

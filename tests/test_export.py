@@ -21,8 +21,16 @@ def run_dir(tmp_path_factory):
     from lwzoo.pretrain import pretrain
 
     out = tmp_path_factory.mktemp("export") / "run"
-    pretrain("mobilenetv3_large", data="builtin:val", out=out, until_step=2, device="cpu", verbose=False,
-             overrides=["train.epochs=1", "optim.warmup_epochs=0.5"], batch_size=64)  # fmt: skip
+    pretrain(
+        "mobilenetv3_large",
+        data="builtin:val",
+        out=out,
+        until_step=2,
+        device="cpu",
+        verbose=False,
+        overrides=["train.epochs=1", "optim.warmup_epochs=0.5"],
+        batch_size=64,
+    )
     return out
 
 

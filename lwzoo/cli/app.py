@@ -13,7 +13,9 @@ from ..errors import LwzooError
 from .eval import app as eval_app
 from .export import export_command
 from .pretrain import pretrain_command
+from .publish import publish_command
 from .recipes import recipes_command
+from .zoo import app as zoo_app
 
 app = typer.Typer(
     name="lwzoo",
@@ -27,6 +29,8 @@ app.command("pretrain")(pretrain_command)
 app.command("recipes")(recipes_command)
 app.add_typer(eval_app, name="eval")
 app.command("export")(export_command)
+app.command("publish")(publish_command)
+app.add_typer(zoo_app, name="zoo")
 
 
 def _optional_resume_value(argv: list[str]) -> list[str]:

@@ -52,9 +52,19 @@ def knn_command(
 ) -> None:
     """Weighted kNN (cosine, exp(sim/T) votes) on frozen features."""
     evaluate.knn(
-        checkpoint, data=data, val_data=val_data, k=k, temperature=temperature, batch_size=batch_size,
-        image_size=image_size, device=device, out=out, cache=not no_cache, baseline=baseline, verbose=not quiet,
-    )  # fmt: skip
+        checkpoint,
+        data=data,
+        val_data=val_data,
+        k=k,
+        temperature=temperature,
+        batch_size=batch_size,
+        image_size=image_size,
+        device=device,
+        out=out,
+        cache=not no_cache,
+        baseline=baseline,
+        verbose=not quiet,
+    )
 
 
 @app.command("linear")
@@ -82,7 +92,19 @@ def linear_command(
 ) -> None:
     """Linear probe on frozen features (L-BFGS on cached features, or --augment for MoCo's protocol)."""
     evaluate.linear(
-        checkpoint, data=data, val_data=val_data, augment=augment, weight_decay=weight_decay, epochs=epochs, lr=lr,
-        batch_size=batch_size, image_size=image_size, device=device, out=out, cache=not no_cache, seed=seed,
-        baseline=baseline, verbose=not quiet,
-    )  # fmt: skip
+        checkpoint,
+        data=data,
+        val_data=val_data,
+        augment=augment,
+        weight_decay=weight_decay,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        image_size=image_size,
+        device=device,
+        out=out,
+        cache=not no_cache,
+        seed=seed,
+        baseline=baseline,
+        verbose=not quiet,
+    )

@@ -41,11 +41,25 @@ def export_command(
             "--eval-data", help="Labelled folder (or builtin:val) to report int8's kNN change.", show_default=False
         ),
     ] = None,
+    name: Annotated[
+        Optional[str],
+        typer.Option("--name", help="Also add it to the local zoo, for lwzoo.load(NAME).", show_default=False),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Export the backbone as safetensors and ONNX (optionally int8), verified against torch."""
     export(
-        checkpoint, out=out, profile=profile, safetensors=safetensors or None, onnx=onnx or None,
-        int8=True if int8 else None, opset=opset, image_size=image_size, calib_data=calib_data, eval_data=eval_data,
-        force=force, verbose=not quiet,
-    )  # fmt: skip
+        checkpoint,
+        out=out,
+        profile=profile,
+        safetensors=safetensors or None,
+        onnx=onnx or None,
+        int8=True if int8 else None,
+        opset=opset,
+        image_size=image_size,
+        calib_data=calib_data,
+        eval_data=eval_data,
+        force=force,
+        name=name,
+        verbose=not quiet,
+    )

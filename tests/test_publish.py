@@ -1,0 +1,168 @@
+import json
+import shutil
+
+import pytest
+import yaml
+
+from lwzoo.card import render_card
+from lwzoo.errors import LwzooError
+from lwzoo.publish import publish
+
+from .conftest import run_cli
+from .hub_server import FakeHub
+
+FILES = ["README.md", "config.json", "model.onnx", "model.safetensors", "recipe.yaml", "training_curve.png"]
+
+
+def front_matter(card: str) -> dict:
+    assert card.startswith("---\n")
+    return yaml.safe_load(card.split("---\n")[1])
+
+
+def test_card_renders_with_the_recorded_metrics(evaluated_export):
+    card = render_card(evaluated_export, "lwzoo-test/mnv3-demo")
+    meta = front_matter(card)
+    assert meta["library_name"] == "timm" and meta["pipeline_tag"] == "image-feature-extraction"
+    assert {"lwzoo", "self-supervised", "moco", "contrastive", "mobilenetv3_large"} <= set(meta["tags"])
+    assert meta["license"] == "apache-2.0" and meta["datasets"] == ["lwzoo/builtin-textures"]
+    evals = json.loads((evaluated_export / "evals.json").read_text())["results"]
+    cited = {
+        (r["task"]["name"].split()[0], m["name"]): m["value"]
+        for r in meta["model-index"][0]["results"]
+        for m in r["metrics"]
+    }
+    for e in evals:
+        assert cited[(e["protocol"], f"{e['protocol']} top-1")] == round(e["top1"], 2)
+    assert len(evals) == 2
+    for section in ("## Recipe", "## Training data", "## Evaluation", "## How to use", "## Limitations", "## Citation"):
+        assert section in card
+    assert 'timm.create_model("hf-hub:lwzoo-test/mnv3-demo"' in card and "onnxruntime" in card
+    assert "@inproceedings{lin2023stronger" in card and "2212.07158" in card
+    assert "| `moco.temperature` | 0.2 |" in card  # the recipe table holds the real values
+    assert "synthetic textures" in card  # built-in data is called what it is
+
+
+def test_dry_run_assembles_the_exact_file_set(evaluated_export, tmp_path):
+    proc = run_cli(
+        "publish",
+        str(evaluated_export),
+        "--repo-id",
+        "lwzoo-test/mnv3-demo",
+        "--dry-run",
+        "--out",
+        str(tmp_path / "hub"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "hub").iterdir()) == FILES
+    for name in FILES:
+        assert name in proc.stdout
+    assert "nothing was uploaded" in proc.stdout
+    assert (tmp_path / "hub" / "training_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_export_without_metrics_is_refused(evaluated_export, tmp_path):
+    bare = tmp_path / "bare"
+    shutil.copytree(evaluated_export, bare)
+    (bare / "evals.json").unlink()
+    with pytest.raises(LwzooError, match="no evaluation results"):
+        publish(bare, "lwzoo-test/x", dry_run=True, verbose=False)
+
+
+@pytest.mark.parametrize("repo_id", ["justaname", "a/b/c", "bad name/model", "org/--x"])
+def test_invalid_repo_ids(evaluated_export, repo_id):
+    with pytest.raises(LwzooError, match="--repo-id"):
+        publish(evaluated_export, repo_id, dry_run=True, verbose=False)
+
+
+def test_no_token_is_a_clear_error(evaluated_export, tmp_path):
+    proc = run_cli(
+        "publish",
+        str(evaluated_export),
+        "--repo-id",
+        "lwzoo-test/x",
+        env={"HF_TOKEN": "", "HF_HOME": str(tmp_path / "hf-home")},
+    )
+    assert proc.returncode != 0 and "no Hugging Face token" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_no_network_is_a_clear_error(evaluated_export):
+    proc = run_cli(
+        "publish",
+        str(evaluated_export),
+        "--repo-id",
+        "lwzoo-test/x",
+        env={"HF_TOKEN": "hf_secret_value", "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": ""},
+    )
+    assert proc.returncode != 0 and "cannot reach the Hugging Face Hub" in proc.stderr
+    assert "hf_secret_value" not in proc.stderr + proc.stdout
+
+
+def test_upload_is_one_commit_of_the_assembled_files(evaluated_export, tmp_path, monkeypatch):
+    """The real huggingface_hub client against a loopback Hub; the operations it was handed are checked too."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    handed = []
+    real_create_commit = HfApi.create_commit
+
+    def spy(self, repo_id, operations, **kwargs):
+        handed.append(list(operations))
+        return real_create_commit(self, repo_id, operations, **kwargs)
+
+    monkeypatch.setattr(HfApi, "create_commit", spy)
+    with FakeHub(tmp_path / "hub") as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_TOKEN", hub.token)
+        result = publish(evaluated_export, "lwzoo-test/mnv3-demo", verbose=False)
+        assert len(hub.commits) == 1 and len(handed) == 1
+        (ops,) = handed
+        assert all(isinstance(op, CommitOperationAdd) for op in ops)
+        assert sorted(op.path_in_repo for op in ops) == FILES
+        commit = hub.commits[0]
+        assert sorted(commit["files"]) == FILES and "lwzoo" in commit["header"]["summary"]
+        stored = hub.repo_dir("lwzoo-test/mnv3-demo")
+        assert (stored / "model.safetensors").read_bytes() == (evaluated_export / "model.safetensors").read_bytes()
+        assert result.commit_url.startswith(hub.url) and set(hub.auth_headers) == {f"Bearer {hub.token}"}
+
+
+def test_upload_to_a_branch_and_a_refused_token(evaluated_export, tmp_path):
+    with FakeHub(tmp_path / "hub") as hub:
+        ok = run_cli(
+            "publish",
+            str(evaluated_export),
+            "--repo-id",
+            "lwzoo-test/mnv3",
+            "--revision",
+            "v1",
+            env={"HF_ENDPOINT": hub.url, "HF_TOKEN": hub.token, "HF_HUB_OFFLINE": ""},
+        )
+        assert ok.returncode == 0, ok.stderr
+        assert hub.token not in ok.stdout + ok.stderr
+        assert hub.commits[-1]["revision"] == "v1" and (hub.repo_dir("lwzoo-test/mnv3", "v1") / "README.md").is_file()
+        bad = run_cli(
+            "publish",
+            str(evaluated_export),
+            "--repo-id",
+            "lwzoo-test/mnv3",
+            env={"HF_ENDPOINT": hub.url, "HF_TOKEN": "hf_wrong_secret", "HF_HUB_OFFLINE": ""},
+        )
+        assert bad.returncode != 0 and "token was refused" in bad.stderr
+        assert "hf_wrong_secret" not in bad.stderr + bad.stdout
+
+
+def test_publish_local_fills_the_local_zoo(evaluated_export):
+    import lwzoo
+
+    result = publish(evaluated_export, "lwzoo-test/demo-local", local=True, verbose=False)
+    assert result.local.name == "demo-local" and "demo-local" in lwzoo.list_models()
+    proc = run_cli("zoo", "list")
+    assert "demo-local" in proc.stdout and "effnet_b0-smoothed" in proc.stdout
+    assert lwzoo.load("demo-local")(
+        lwzoo.load("demo-local").preprocess([__import__("numpy").zeros((40, 40, 3), "uint8")])
+    ).shape == (1, 1280)
+
+
+def test_offline_mode_refuses_to_upload(evaluated_export):
+    proc = run_cli(
+        "publish", str(evaluated_export), "--repo-id", "lwzoo-test/x", env={"HF_TOKEN": "hf_x", "HF_HUB_OFFLINE": "1"}
+    )
+    assert proc.returncode != 0 and "HF_HUB_OFFLINE is set" in proc.stderr
