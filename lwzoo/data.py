@@ -71,19 +71,32 @@ class ImageSet:
         return f"{len(self):,} images ({cls}) from {self.source}, decoded to {self.size}px, {where}"
 
     def batches(
-        self, batch_size: int, epoch: int, seed: int, start: int = 0, workers: int = 0
+        self,
+        batch_size: int,
+        epoch: int,
+        seed: int,
+        start: int = 0,
+        workers: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> Iterator[torch.Tensor]:
-        """The epoch's full batches from batch index ``start`` on, in an order fixed by (seed, epoch)."""
+        """The epoch's full batches from batch index ``start`` on, in an order fixed by (seed, epoch).
+
+        ``batch_size`` is the global batch; with ``world_size`` ranks each gets its own
+        ``batch_size // world_size`` images of every batch (a sharded sampler, re-drawn per epoch).
+        """
         order = epoch_order(len(self), seed, epoch)
         steps = len(self) // batch_size
+        local = batch_size // world_size
+        shard = order[: steps * batch_size].view(steps, world_size, local)[:, rank]  # steps x local
         if self.images is not None:
             for i in range(start, steps):
-                yield self.images[order[i * batch_size : (i + 1) * batch_size]]
+                yield self.images[shard[i].to(self.images.device)]
             return
         loader = DataLoader(
             _DecodeDataset(self.paths, self.size),
-            batch_size=batch_size,
-            sampler=_ListSampler(order[start * batch_size : steps * batch_size].tolist()),
+            batch_size=local,
+            sampler=_ListSampler(shard[start:].reshape(-1).tolist()),
             num_workers=workers,
             collate_fn=_collate_decoded,
             worker_init_fn=_ignore_sigint,

@@ -6,14 +6,16 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
 
 from .archs import Arch, create_backbone
 from .augment import TwoViewAugment
 from .checkpoint import FORMAT, rng_state, set_rng_state
 from .data import ImageSet
+from .distributed import SINGLE, DistContext
 from .errors import LwzooError
 from .losses import SmoothedInfoNCE
-from .moco import MoCo
+from .moco import MoCo, QueryEncoder
 from .recipe import Recipe
 from .schedules import alpha_at, cosine_lr, momentum_at
 from .version import __version__
@@ -43,27 +45,37 @@ def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: boo
 
 def moco_step(
     model: MoCo,
+    query: nn.Module,
     criterion: SmoothedInfoNCE,
     x1: torch.Tensor,
     x2: torch.Tensor,
     alpha: float,
     symmetric: bool,
-    generator: torch.Generator,
+    shuffle: torch.Generator,
+    ctx: DistContext = SINGLE,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Loss and the keys to enqueue for one pair of views (N, 3, H, W)."""
+    """Loss and the keys to enqueue (from every rank) for one pair of views (N, 3, H, W).
+
+    ``query`` is a :class:`QueryEncoder` (DDP-wrapped under torchrun); ``shuffle`` draws the key
+    shuffle and must be seeded alike on every rank.
+    """
     queue = model.queue.keys  # K x D, this step's negatives; pushed to only after the backward pass
-    q1, k2 = model.query(x1), model.keys(x2, generator)  # N x D each
-    loss = criterion(q1, k2, queue, alpha)
     if not symmetric:
-        return loss, k2
-    q2, k1 = model.query(x2), model.keys(x1, generator)
-    return loss + criterion(q2, k1, queue, alpha), torch.cat([k1, k2])  # keys: 2N x D
+        (q1,) = query(x1)  # N x D
+        k2 = model.keys(x2, shuffle, ctx)  # N x D
+        return criterion(q1, k2, queue, alpha), ctx.gather(k2)  # keys: W*N x D
+    q1, q2 = query(x1, x2)
+    k2, k1 = model.keys(x2, shuffle, ctx), model.keys(x1, shuffle, ctx)
+    loss = criterion(q1, k2, queue, alpha) + criterion(q2, k1, queue, alpha)
+    return loss, ctx.gather(torch.cat([k1, k2]))  # keys: W*2N x D
 
 
-def step_generator(device: torch.device, seed: int, step: int) -> torch.Generator:
-    """The generator of ``step``'s augmentation and key shuffle: a function of (seed, step) alone, so a
-    resumed run draws exactly what the uninterrupted run would have drawn."""
-    return torch.Generator(device=device).manual_seed((seed % 2**31) * 2**32 + step)
+def step_generator(device: torch.device, seed: int, step: int, stream: int = 0) -> torch.Generator:
+    """The generator of ``step``'s augmentation (``stream``: the rank) or key shuffle: a function of
+    (seed, step, stream) alone, so a resumed run draws exactly what the uninterrupted run drew."""
+    return torch.Generator(device=device).manual_seed(
+        ((seed % 2**31) * 2**32 + step + stream * 0x9E3779B97F4A7C15) % 2**64
+    )
 
 
 class Engine:
@@ -77,9 +89,18 @@ class Engine:
         device: where to train.
     """
 
-    def __init__(self, arch: Arch, recipe: Recipe, steps_per_epoch: int, seed: int, device: torch.device) -> None:
+    def __init__(
+        self,
+        arch: Arch,
+        recipe: Recipe,
+        steps_per_epoch: int,
+        seed: int,
+        device: torch.device,
+        ctx: DistContext = SINGLE,
+    ) -> None:
         r = self.recipe = recipe
-        self.arch, self.seed, self.device = arch, seed, device
+        self.arch, self.seed, self.device, self.ctx = arch, seed, device, ctx
+
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = r.train.epochs * steps_per_epoch
         self.warmup_steps = round(r.optim.warmup_epochs * steps_per_epoch)
@@ -94,7 +115,13 @@ class Engine:
         m = r.moco
         self.model = MoCo(backbone, arch.feature_dim, m.dim, m.mlp_hidden, m.queue_size, m.key_bn_splits)
         self.model.to(device, memory_format=torch.channels_last)
+        self.query: nn.Module = QueryEncoder(self.model.backbone, self.model.projector)
+        if ctx.enabled:  # gradients are averaged over ranks; each rank's BN keeps its own statistics
+            self.query = DistributedDataParallel(
+                self.query, device_ids=[device.index] if device.type == "cuda" else None
+            )
         groups = param_groups(self.model, r.optim.weight_decay, r.optim.decay_norm_and_bias)
+
         self.optimizer = torch.optim.SGD(groups, lr=self.base_lr, momentum=r.optim.momentum)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp is torch.float16)
         self.criterion = SmoothedInfoNCE(m.temperature, r.loss.topk, r.loss.smoothing)
@@ -114,14 +141,25 @@ class Engine:
     def train_step(self, images: torch.Tensor) -> torch.Tensor:
         """One MoCo step on a uint8 batch (B, 3, S, S); returns the detached loss."""
         sched = self.last_schedule = self.schedules()
-        gen = step_generator(self.device, self.seed, self.step)
+        aug, shuffle = self._generators(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = sched["lr"]
-        x1, x2 = self.augment(images.to(self.device, non_blocking=True), gen)
+        x1, x2 = self.augment(images.to(self.device, non_blocking=True), aug)
 
         self.model.update_key_encoder(sched["momentum"])
         with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
-            loss, keys = moco_step(self.model, self.criterion, x1, x2, sched["alpha"], self.recipe.moco.symmetric, gen)
+            loss, keys = moco_step(
+                self.model,
+                self.query,
+                self.criterion,
+                x1,
+                x2,
+                sched["alpha"],
+                self.recipe.moco.symmetric,
+                shuffle,
+                self.ctx,
+            )
+
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -130,21 +168,34 @@ class Engine:
         self.step += 1
         return loss.detach()
 
+    def _generators(self, key: int) -> tuple[torch.Generator, torch.Generator]:
+        """(augmentation, key shuffle): one generator in a single process; under DDP each rank augments
+        with its own stream and all ranks share the shuffle stream."""
+        aug = step_generator(self.device, self.seed, key, stream=self.ctx.rank)
+        return aug, (step_generator(self.device, self.seed, key, stream=-1) if self.ctx.enabled else aug)
+
     @torch.no_grad()
     def fill_queue(self, images: ImageSet) -> None:
         """Fill the queue with keys of augmented training images from the initial key encoder, so the
         first steps contrast against real negatives rather than random vectors."""
         self.model.train()
+        ctx, batch_size = self.ctx, self.recipe.train.batch_size
         need, passes = len(self.model.queue.keys), 0
         while need > 0:
             passes += 1
-            for i, batch in enumerate(images.batches(self.recipe.train.batch_size, epoch=-passes, seed=self.seed)):
-                gen = step_generator(self.device, self.seed, 2**31 + passes * 100_003 + i)  # no training step's seed
-                x1, _ = self.augment(batch.to(self.device, non_blocking=True), gen)
-                self.model.queue.push(self.model.keys(x1, gen))
-                need -= len(batch)
+            batches = images.batches(batch_size, -passes, self.seed, rank=ctx.rank, world_size=ctx.world_size)
+            for i, batch in enumerate(batches):
+                aug, shuffle = self._generators(2**31 + passes * 100_003 + i)  # no training step's seed
+                x1, _ = self.augment(batch.to(self.device, non_blocking=True), aug)
+                self.model.queue.push(ctx.gather(self.model.keys(x1, shuffle, ctx)))
+                need -= len(batch) * ctx.world_size
                 if need <= 0:
                     break
+
+    def release(self) -> None:
+        """Drop the DDP wrapper and the optimizer (and with them the process group's work objects)."""
+        self.query = None  # type: ignore[assignment]
+        self.optimizer = None  # type: ignore[assignment]
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a checkpoint needs from the engine."""

@@ -15,8 +15,14 @@ class MetricsLog:
     drops rows logged after that step, so a resumed run does not repeat steps the crash lost.
     """
 
-    def __init__(self, out_dir: Path, resume_step: int | None = None, tensorboard: bool = True) -> None:
-        self.path = out_dir / "metrics.jsonl"
+    def __init__(
+        self, out_dir: Path, resume_step: int | None = None, tensorboard: bool = True, enabled: bool = True
+    ) -> None:
+        self.path, self.enabled = out_dir / "metrics.jsonl", enabled
+        self._tb = None
+        if not enabled:  # a DDP rank other than 0: only rank 0 writes logs
+            return
+
         if resume_step is not None and self.path.exists():
             rows = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
             self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -31,7 +37,10 @@ class MetricsLog:
                 self._tb = None
 
     def log(self, kind: str, step: int, **values: Any) -> None:
+        if not self.enabled:
+            return
         row = {"kind": kind, "step": step, **values}
+
         self._file.write(json.dumps(row) + "\n")
         if self._tb is not None:
             for key, value in values.items():
@@ -39,7 +48,10 @@ class MetricsLog:
                     self._tb.add_scalar(f"{kind}/{key}", value, step)
 
     def close(self) -> None:
+        if not self.enabled:
+            return
         self._file.close()
+
         if self._tb is not None:
             self._tb.close()
 

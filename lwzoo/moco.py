@@ -10,6 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .distributed import SINGLE, DistContext
+
 
 class Projector(nn.Sequential):
     """MoCo v2's projection head, ``Linear(in, hidden) -> ReLU -> Linear(hidden, out)``, no BatchNorm."""
@@ -41,6 +43,21 @@ class KeyQueue(nn.Module):
         idx = (self.ptr + torch.arange(len(new_keys), device=self.keys.device)) % size
         self.keys[idx] = new_keys.to(self.keys.dtype)
         self.ptr.copy_((self.ptr + len(new_keys)) % size)
+
+
+class QueryEncoder(nn.Module):
+    """``backbone -> projector -> L2-normalise`` for one or more views in a single forward, so that
+    DistributedDataParallel sees exactly one forward per step even with the symmetric loss.
+
+    It holds MoCo's own backbone and projector (it is not part of MoCo's state dict).
+    """
+
+    def __init__(self, backbone: nn.Module, projector: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.projector = backbone, projector
+
+    def forward(self, *views: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(F.normalize(self.projector(self.backbone(v)).float(), dim=1) for v in views)  # each N x dim
 
 
 @torch.no_grad()
@@ -86,7 +103,9 @@ class MoCo(nn.Module):
         return F.normalize(self.projector(self.backbone(x)).float(), dim=1)
 
     @torch.no_grad()
-    def keys(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def keys(
+        self, x: torch.Tensor, generator: torch.Generator | None = None, ctx: DistContext = SINGLE
+    ) -> torch.Tensor:
         """L2-normalised key embeddings, (N, 3, H, W) -> (N, dim), without gradient.
 
         Single-device stand-in for MoCo's shuffle-BN. With one BatchNorm batch for both encoders,
@@ -97,13 +116,32 @@ class MoCo(nn.Module):
         subset unlike the query's full batch. Chunked forwards rather than swapped-in split-BN
         layers keep the key encoder an exact structural copy of the query encoder, for any timm
         backbone.
+
+        Under DDP it is MoCo's real shuffle-BN: the keys' inputs are gathered from every rank,
+        permuted with a permutation every rank draws alike (``generator`` must be seeded the same on
+        all ranks), sharded back, encoded (``key_bn_splits / world_size`` sub-batches per rank) and
+        gathered again to undo the permutation.
         """
+        if ctx.enabled:
+            return self._keys_shuffled_across_ranks(x, generator, ctx)
         n = len(x)
+
         perm = torch.randperm(n, device=x.device, generator=generator)
         chunks = x[perm].chunk(self.key_bn_splits)
         k = torch.cat([self.key_encoder(c) for c in chunks])  # N x dim, shuffled
         k = k[torch.argsort(perm)]
         return F.normalize(k.float(), dim=1)
 
+    def _keys_shuffled_across_ranks(self, x: torch.Tensor, generator: torch.Generator | None, ctx: DistContext):
+        n = len(x)
+        x_all = ctx.gather(x)  # W*N x 3 x H x W, rank order
+        perm = torch.randperm(len(x_all), device=x.device, generator=generator)  # identical on every rank
+        mine = x_all[perm.view(ctx.world_size, n)[ctx.rank]]  # this rank's shuffled shard, N x 3 x H x W
+        splits = max(1, self.key_bn_splits // ctx.world_size)
+        k_all = ctx.gather(torch.cat([self.key_encoder(c) for c in mine.chunk(splits)]))  # W*N x dim, perm order
+        k = k_all[torch.argsort(perm)].view(ctx.world_size, n, -1)[ctx.rank]  # unshuffled, this rank's N
+        return F.normalize(k.float(), dim=1)
+
     def update_key_encoder(self, m: float) -> None:
+
         update_momentum(nn.Sequential(self.backbone, self.projector), self.key_encoder, m)

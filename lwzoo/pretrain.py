@@ -21,6 +21,7 @@ from .archs import Arch, default_recipe_name, get_arch
 from .checkpoint import LAST, atomic_copy, atomic_save, atomic_write_text, load_checkpoint
 from .config import parse_overrides
 from .data import BUILTIN, ImageSet, default_workers, is_builtin, load_images
+from .distributed import DistContext, from_environment, teardown
 from .engine import Engine, resolve_device
 from .errors import LwzooError
 from .features import compute_features
@@ -168,8 +169,9 @@ class _KnnMonitor:
 class _LossMeter:
     """Sums losses on the device (no sync per step) and reports window and epoch means."""
 
-    def __init__(self, device: torch.device, epoch_sum: float = 0.0, epoch_count: int = 0) -> None:
-        self.device, self.epoch_sum, self.epoch_count = device, epoch_sum, epoch_count
+    def __init__(self, device: torch.device, ctx: DistContext, epoch_sum: float = 0.0, epoch_count: int = 0) -> None:
+        self.device, self.ctx, self.epoch_sum, self.epoch_count = device, ctx, epoch_sum, epoch_count
+
         self._reset_window()
 
     def _reset_window(self) -> None:
@@ -186,7 +188,8 @@ class _LossMeter:
     def flush(self) -> tuple[float, int, float]:
         """Mean loss, steps and seconds of the window since the last flush; folds it into the epoch."""
         n, seconds = self.window_count, time.perf_counter() - self.window_start
-        mean = (self.window_sum / n).item() if n else float("nan")
+        mean = self.ctx.mean(self.window_sum / n).item() if n else float("nan")  # over ranks
+
         if n:
             self.epoch_sum, self.epoch_count = self.epoch_sum + mean * n, self.epoch_count + n
         self._reset_window()
@@ -271,14 +274,26 @@ def pretrain(
         eval_data: a labelled held-out folder for ``eval_every``.
         verbose: print the recipe, a progress bar and a summary.
     """
+    dev = resolve_device(device)
+    ctx = from_environment(dev)  # torchrun's process group, or a single process
+    if ctx.enabled and dev.type == "cuda":
+        dev = torch.device("cuda", ctx.local_rank)
+        torch.cuda.set_device(dev)
+    verbose = verbose and ctx.is_main
     say = print if verbose else (lambda *_: None)
     plan = _plan(arch, recipe, overrides, data, epochs, batch_size, out, resume, seed)
+    plan = ctx.broadcast(plan) if plan.ckpt is None else plan  # one run folder name for every rank
+
     if eval_every is not None and eval_every < 1:
         raise LwzooError(f"--eval-every must be at least 1 epoch, got {eval_every}")
     if eval_every is not None and eval_data is None and not is_builtin(plan.data):
         raise LwzooError("--eval-every needs --eval-data DIR, a labelled held-out folder (DIR/<class>/<image>)")
     r, out_dir = plan.recipe, plan.out_dir
-    dev = resolve_device(device)
+    if r.train.batch_size % ctx.world_size:
+        raise LwzooError(
+            f"train.batch_size {r.train.batch_size} must divide evenly over {ctx.world_size} processes "
+            "(it is the global batch; each process takes batch_size / world_size)"
+        )
     images = load_images(
         plan.data,
         r.data.decode_size or round(r.augment.image_size * 8 / 7),
@@ -291,15 +306,17 @@ def pretrain(
             f"batch size {r.train.batch_size} is larger than the {len(images)} images in {images.source}; "
             "lower --batch-size or add images"
         )
-    monitor = _KnnMonitor(plan.data, eval_data, Preprocess.from_recipe(r), dev) if eval_every else None
-    engine = Engine(plan.arch, r, steps_per_epoch, plan.seed, dev)
-    meter, elapsed_before = _LossMeter(dev), 0.0
+    monitor = _KnnMonitor(plan.data, eval_data, Preprocess.from_recipe(r), dev) if eval_every and ctx.is_main else None
+    engine = Engine(plan.arch, r, steps_per_epoch, plan.seed, dev, ctx)
+    meter, elapsed_before = _LossMeter(dev, ctx), 0.0
     if plan.ckpt is not None:
         engine.load_state_dict(plan.ckpt)
-        meter, elapsed_before = _LossMeter(dev, *plan.ckpt["epoch_loss"]), plan.ckpt["elapsed_s"]
+        meter, elapsed_before = _LossMeter(dev, ctx, *plan.ckpt["epoch_loss"]), plan.ckpt["elapsed_s"]
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "recipe.yaml", r.to_yaml())
+    if ctx.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "recipe.yaml", r.to_yaml())
+
     say(_header(plan, engine, images))
     if plan.ckpt is None and r.moco.queue_init == "keys":
         engine.fill_queue(images)
@@ -318,13 +335,17 @@ def pretrain(
         return elapsed_before + time.perf_counter() - t_start
 
     def save() -> None:
+        if not ctx.is_main:  # every rank holds the same weights and queue; one writes them
+            return
         extra = {"data": data_info, "epoch_loss": [meter.epoch_sum, meter.epoch_count], "elapsed_s": elapsed()}
+        extra["world_size"] = ctx.world_size
         atomic_save({**engine.state_dict(), **extra}, out_dir / LAST)
 
     stop_at = min(engine.total_steps, until_step) if until_step is not None else engine.total_steps
     workers = default_workers() if r.data.workers is None else r.data.workers
-    log = MetricsLog(out_dir, resume_step=engine.step if plan.ckpt is not None else None)
-    last_loss, interrupted = float("nan"), None
+    log = MetricsLog(out_dir, resume_step=engine.step if plan.ckpt is not None else None, enabled=ctx.is_main)
+    last_loss, interrupted, stopping = float("nan"), None, False
+
     try:
         with (
             _stop_on_signals() as stop,
@@ -332,12 +353,13 @@ def pretrain(
                 total=engine.total_steps, initial=engine.step, unit="step", disable=not verbose, file=sys.stdout
             ) as bar,
         ):
-            while engine.step < stop_at and stop.signal is None:
+            while engine.step < stop_at and not stopping:
                 epoch = engine.step // steps_per_epoch
                 engine.model.train()
                 bar.set_description(f"epoch {epoch + 1}/{r.train.epochs}")
                 start = engine.step % steps_per_epoch
-                for batch in images.batches(r.train.batch_size, epoch, plan.seed, start=start, workers=workers):
+                shard = {"rank": ctx.rank, "world_size": ctx.world_size}
+                for batch in images.batches(r.train.batch_size, epoch, plan.seed, start, workers, **shard):
                     meter.add(engine.train_step(batch))
                     bar.update(1)
                     if engine.step % r.train.log_every == 0 or engine.step == stop_at:
@@ -359,8 +381,10 @@ def pretrain(
                             **sched,
                         )
                         bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{sched['lr']:.3g}", img_s=f"{ips:.0f}")
-                    if engine.step >= stop_at or stop.signal is not None:
+                    stopping = ctx.any(stop.signal is not None)  # every rank stops at the same step
+                    if engine.step >= stop_at or stopping:
                         break
+
                 meter.flush()
                 if engine.step % steps_per_epoch == 0:
                     done, last_loss = engine.step // steps_per_epoch, meter.end_epoch()
@@ -376,11 +400,12 @@ def pretrain(
                     save()
                     if r.train.keep_every and done % r.train.keep_every == 0:
                         atomic_copy(out_dir / LAST, out_dir / f"checkpoint-epoch{done:04d}.pt")
-            interrupted = stop.signal
+            interrupted = (stop.signal or "SIGTERM") if stopping else None
         if engine.step % steps_per_epoch != 0:  # stopped mid-epoch, by a signal or --until-step
             save()
     finally:
         log.close()
+    teardown(ctx, engine.release)
 
     resume_hint = f"continue with: lwzoo pretrain {plan.arch.name} --resume {out_dir}"
     if interrupted:

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Annotated, Optional
 
 import typer
@@ -71,9 +74,15 @@ def pretrain_command(
             "--eval-data", help="Labelled held-out folder for --eval-every. Default: built-in held-out split."
         ),
     ] = None,
+    nproc: Annotated[
+        int, typer.Option("--nproc", help="Processes on this machine, one per GPU: runs itself under torchrun (DDP).")
+    ] = 1,
     quiet: QuietOpt = False,
 ) -> None:
     """Pretrain an encoder with MoCo v2 and smoothed InfoNCE."""
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        raise typer.Exit(run_under_torchrun(nproc, sys.argv[1:]))
+
     result = pretrain(
         arch,
         recipe=recipe,
@@ -92,3 +101,17 @@ def pretrain_command(
     )
     if result.interrupted:
         raise typer.Exit(130 if result.interrupted == "SIGINT" else 143)
+
+
+def run_under_torchrun(nproc: int, argv: list[str]) -> int:
+    """Re-run this command under ``torchrun --standalone --nproc_per_node N`` (one node); its exit status."""
+    args, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == "--nproc":
+            skip = True
+        elif not token.startswith("--nproc="):
+            args.append(token)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "lwzoo"]
+    return subprocess.call([*cmd, *args])

@@ -1,0 +1,103 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lwzoo.builtin_data import builtin_images
+from lwzoo.checkpoint import LAST, load_checkpoint
+from lwzoo.pretrain import pretrain
+
+from .conftest import TINY
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+
+def torchrun(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Two gloo processes on this CPU; a hang (a known gloo teardown hazard) fails the test, not the suite."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    try:
+        return subprocess.run([*TORCHRUN, *args], capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"torchrun did not finish in {timeout}s (teardown deadlock?): {e.stderr}")
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    proc = torchrun(str(Path(__file__).with_name("ddp_worker.py")), str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+
+
+def test_queues_and_weights_stay_identical_across_ranks(ranks):
+    a, b = ranks
+    assert torch.equal(a["queue"], b["queue"]) and a["ptr"] == b["ptr"]
+    assert all(torch.equal(a["backbone"][k], b["backbone"][k]) for k in a["backbone"] if "running" not in k)
+
+
+def test_losses_are_finite(ranks):
+    for r in ranks:
+        assert len(r["losses"]) == 4 and all(torch.isfinite(torch.tensor(r["losses"])))
+
+
+def test_ranks_get_disjoint_halves_of_each_global_batch(ranks):
+    a, b = ranks
+    assert a["shards"].shape == (4, 16, 3, 16, 16)
+    full = list(builtin_images("val", 16).batches(32, epoch=0, seed=3))[:4]
+    for i in range(4):
+        assert torch.equal(torch.cat([a["shards"][i], b["shards"][i]]), full[i])
+
+
+def test_cross_rank_shuffle_bn_returns_each_rank_its_own_keys(ranks):
+    assert all(r["keys_err"] < 1e-5 for r in ranks)
+
+
+def test_cli_ddp_run_resumes_in_a_single_process(tmp_path):
+    sets = [a for pair in [*TINY, "optim.warmup_epochs=0.5"] for a in ("--set", pair)]
+    out = tmp_path / "run"
+    proc = torchrun(
+        "-m",
+        "lwzoo",
+        "pretrain",
+        "mobilenetv3_large",
+        "--data",
+        "builtin:val",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--until-step",
+        "5",
+        *sets,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("paused at step 5/16") == 1  # only rank 0 speaks
+    ckpt = load_checkpoint(out / LAST)
+    assert ckpt["step"] == 5 and ckpt["world_size"] == 2
+    result = pretrain("mobilenetv3_large", resume=out, until_step=8, device="cpu", verbose=False)
+    assert result.step == 8 and result.loss == result.loss  # finite, not NaN
+
+
+def test_batch_must_divide_over_processes(tmp_path):
+    proc = torchrun(
+        "-m",
+        "lwzoo",
+        "pretrain",
+        "mobilenetv3_large",
+        "--data",
+        "builtin:val",
+        "--batch-size",
+        "63",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "run"),
+    )
+    assert proc.returncode != 0 and "must divide evenly over 2 processes" in proc.stderr
