@@ -84,14 +84,12 @@ def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`rgb_to_hsv`."""
     h, s, v = x.unbind(1)
     h6 = (h % 1.0) * 6
-    i = torch.floor(h6)
-    f = h6 - i
-    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    i = i.long() % 6  # N x H x W, sector of the hue circle
-    r = torch.stack([v, q, p, p, t, v], 1).gather(1, i[:, None]).squeeze(1)
-    g = torch.stack([t, v, v, q, p, p], 1).gather(1, i[:, None]).squeeze(1)
-    b = torch.stack([p, p, t, v, v, q], 1).gather(1, i[:, None]).squeeze(1)
-    return torch.stack([r, g, b], 1)
+
+    def channel(n: float) -> torch.Tensor:  # branch-free: c = v - v s clamp(min(k, 4 - k), 0, 1), k = (n + 6h) mod 6
+        k = (h6 + n) % 6
+        return v - v * s * torch.minimum(k, 4 - k).clamp(0, 1)
+
+    return torch.stack([channel(5), channel(3), channel(1)], 1)
 
 
 def adjust_brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:

@@ -66,7 +66,8 @@ class ImageSet:
         return len(self.images) if self.images is not None else len(self.paths)
 
     def describe(self) -> str:
-        where = "in memory" if self.images is not None else "streamed from disk"
+        where = "streamed from disk" if self.images is None else "in GPU memory" if self.images.is_cuda else "in memory"
+
         cls = f"{len(self.classes)} classes" if self.classes else "no class folders"
         return f"{len(self):,} images ({cls}) from {self.source}, decoded to {self.size}px, {where}"
 

@@ -300,7 +300,12 @@ def pretrain(
         in_memory_gb=r.data.in_memory_gb,
         workers=r.data.workers,
     )
+    if dev.type == "cuda" and images.images is not None:
+        free, _ = torch.cuda.mem_get_info(dev)
+        if images.images.numel() < free // 4:  # decoded once, kept on the GPU as uint8, augmented there
+            images.images = images.images.to(dev)
     steps_per_epoch = len(images) // r.train.batch_size
+
     if steps_per_epoch == 0:
         raise LwzooError(
             f"batch size {r.train.batch_size} is larger than the {len(images)} images in {images.source}; "

@@ -112,3 +112,72 @@ def test_view_statistics_follow_the_recipe():
     slope = (v[:, :, :, -1] - v[:, :, :, 0]).mean(dim=(1, 2))
     flipped = slope < 0
     assert abs(flipped[~gray].float().mean().item() - cfg.flip_p) < 4 * math.sqrt(0.25 / n)
+
+
+def ks_statistic(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Two-sample Kolmogorov-Smirnov distance between samples a and b."""
+    grid = torch.cat([a, b]).sort().values
+    cdf_a = torch.searchsorted(a.sort().values, grid, right=True) / len(a)
+    cdf_b = torch.searchsorted(b.sort().values, grid, right=True) / len(b)
+    return float((cdf_a - cdf_b).abs().max())
+
+
+def test_crop_area_and_aspect_match_torchvision_random_resized_crop():
+    """Our batched boxes against torchvision's own RandomResizedCrop.get_params, as distributions."""
+    import torchvision.transforms as T
+
+    n, side = 4000, 1000
+    boxes = crop_boxes(n, (0.2, 1.0), (3 / 4, 4 / 3), torch.Generator().manual_seed(5), torch.device("cpu"))
+    ours_area, ours_aspect = boxes[:, 2] * boxes[:, 3], boxes[:, 2] / boxes[:, 3]
+    torch.manual_seed(5)
+    img = torch.zeros(1, side, side)
+    params = torch.tensor([T.RandomResizedCrop.get_params(img, (0.2, 1.0), (3 / 4, 4 / 3))[2:] for _ in range(n)])
+    tv_area, tv_aspect = params[:, 0] * params[:, 1] / side**2, params[:, 1] / params[:, 0]
+    # 1.63 / sqrt(n/2) is the 1% critical value of the two-sample KS test
+    assert ks_statistic(ours_area, tv_area) < 1.63 / (n / 2) ** 0.5
+    assert ks_statistic(ours_aspect, tv_aspect) < 1.63 / (n / 2) ** 0.5
+
+
+def only(**augment) -> TwoViewAugment:
+    """A pipeline with every random op off except the named ones (whole-image crop, no flip)."""
+    base = {
+        "augment.image_size": 8,
+        "augment.crop_scale": [1.0, 1.0],
+        "augment.crop_ratio": [1.0, 1.0],
+        "augment.jitter": [0, 0, 0, 0],
+        "augment.jitter_p": 0.0,
+        "augment.grayscale_p": 0.0,
+        "augment.blur_p": 0.0,
+        "augment.flip_p": 0.0,
+        "augment.mean": [0, 0, 0],
+        "augment.std": [1, 1, 1],
+    }
+    return TwoViewAugment(load_recipe("mocov2_resnet50", {**base, **augment}).augment)
+
+
+def test_brightness_factors_span_the_recipe_range_uniformly():
+    aug = only(**{"augment.jitter": [0.4, 0, 0, 0], "augment.jitter_p": 1.0})
+    x = torch.full((4000, 3, 8, 8), 0.5)
+    factor = aug.view(x, torch.Generator().manual_seed(6)).mean(dim=(1, 2, 3)) / 0.5
+    assert factor.min() >= 0.6 - 1e-4 and factor.max() <= 1.4 + 1e-4
+    assert ks_statistic(factor, 0.6 + 0.8 * torch.rand(4000, generator=torch.Generator().manual_seed(7))) < 0.04
+
+
+def test_hue_shifts_stay_within_the_recipe_range():
+    aug = only(**{"augment.jitter": [0, 0, 0, 0.1], "augment.jitter_p": 1.0})
+    red = torch.zeros(2000, 3, 8, 8)
+    red[:, 0] = 1.0  # hue 0
+    hue = rgb_to_hsv(aug.view(red, torch.Generator().manual_seed(8)))[:, 0].mean(dim=(1, 2))
+    shift = torch.where(hue > 0.5, hue - 1, hue)
+    assert shift.abs().max() <= 0.1 + 1e-4 and shift.min() < -0.08 and shift.max() > 0.08
+
+
+@pytest.mark.parametrize("key,p", [("augment.jitter_p", 0.8), ("augment.blur_p", 0.5)])
+def test_ops_fire_at_their_recipe_probability(key, p):
+    settings = {key: p}
+    if key == "augment.jitter_p":
+        settings["augment.jitter"] = [0.4, 0, 0, 0]
+    x = torch.rand(4000, 3, 8, 8, generator=torch.Generator().manual_seed(9))
+    out = only(**settings).view(x, torch.Generator().manual_seed(10))
+    changed = (out - x).abs().amax(dim=(1, 2, 3)) > 1e-4
+    assert abs(changed.float().mean().item() - p) < 4 * math.sqrt(p * (1 - p) / 4000)
