@@ -60,6 +60,20 @@ def atomic_copy(src: str | Path, dst: str | Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def replace_dir(tmp: str | Path, dest: str | Path) -> None:
+    """Move a finished folder ``tmp`` to ``dest``, replacing what was there only once ``tmp`` is complete:
+    the old folder is renamed aside, the new one renamed in, the old one removed."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        os.replace(dest, old)
+        os.replace(tmp, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, dest)
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read an lwzoo pretraining checkpoint onto the CPU, or raise LwzooError saying what is wrong."""
     path = Path(path)

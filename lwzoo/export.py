@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoint import LAST, atomic_write_text
+from .checkpoint import LAST, atomic_write_text, replace_dir
 from .config import apply_overrides, build, field_types, read_yaml
 from .data import load_images
 from .encoders import Encoder, load_encoder
@@ -327,7 +327,7 @@ def export(
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         result = _write_export(encoder, ckpt_path, preprocess, prof, tmp, calib_data, eval_data, say)
-        _swap_into_place(tmp, out_dir)
+        replace_dir(tmp, out_dir)  # the old export survives until the new one is complete
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     result.out_dir = out_dir
@@ -429,17 +429,6 @@ def _calibration(calib_data: str | Path | None, preprocess: Preprocess, n: int) 
         )
     pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:n]
     return preprocess(images.images[pick]).contiguous()
-
-
-def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    """Rename the finished folder over the old one; the old export survives until the new one is complete."""
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
 
 
 def _report(result: ExportResult) -> str:

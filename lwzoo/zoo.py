@@ -13,6 +13,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from .checkpoint import replace_dir
 from .data import cache_dir
 from .errors import LwzooError
 from .hub_folder import CONFIG
@@ -117,12 +118,5 @@ def add_local(name: str, folder: Path) -> Path:
     tmp = dest.with_name(f".{name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(folder, tmp)
-    if dest.exists():
-        old = dest.with_name(f".{name}.old-{os.getpid()}")
-        os.replace(dest, old)
-        os.replace(tmp, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, dest)
+    replace_dir(tmp, dest)
     return dest
