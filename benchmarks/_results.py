@@ -6,6 +6,7 @@ import os
 import platform
 import re
 import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,6 +15,14 @@ import torch
 
 # $LWZOO_RESULTS lets a benchmark run from a separate checkout still write into this repository's file.
 RESULTS = Path(os.environ.get("LWZOO_RESULTS", Path(__file__).with_name("RESULTS.md")))
+
+
+HEADER = """# lwzoo benchmark results
+
+Every number lwzoo claims, with the command that made it, the machine, the date and the commit.
+Each section is written by its script in this folder (rerun the command to refresh it); accuracy
+is always reported beside a random-init encoder of the same architecture.
+"""
 
 
 def machine() -> str:
@@ -36,12 +45,28 @@ def command() -> str:
     return "python " + " ".join(shlex.quote(a) for a in sys.argv)
 
 
+def revision() -> str:
+    """The checkout's commit, marked ``+dirty`` when the library or benchmarks have uncommitted changes."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "lwzoo", "recipes"], cwd=root, capture_output=True, text=True
+        )
+    except OSError:
+        return "unknown"
+    return (head.stdout.strip() or "unknown") + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def write_section(name: str, body: str) -> None:
     """Replace (or append) the section between ``<!-- name -->`` markers in RESULTS.md."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    stamp = f"Command: `{command()}`  \nMachine: {machine()}  \nDate: {time.strftime('%Y-%m-%d %H:%M %Z')}\n\n"
+    stamp = (
+        f"Command: `{command()}`  \nMachine: {machine()}  \n"
+        f"Date: {time.strftime('%Y-%m-%d %H:%M %Z')}, lwzoo commit {revision()}\n\n"
+    )
     block = f"{start}\n{stamp}{body.rstrip()}\n{end}"
-    text = RESULTS.read_text() if RESULTS.exists() else "# lwzoo benchmark results\n"
+    text = RESULTS.read_text() if RESULTS.exists() else HEADER
     if start in text:
         text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
     else:
