@@ -21,7 +21,7 @@ from lwzoo.augment import TwoViewAugment
 from lwzoo.builtin_data import render_textures
 from lwzoo.engine import moco_step, param_groups
 from lwzoo.losses import SmoothedInfoNCE
-from lwzoo.moco import MoCo
+from lwzoo.moco import MoCo, QueryEncoder
 from lwzoo.recipe import load_recipe
 
 
@@ -34,6 +34,7 @@ def images_per_second(arch: str, size: int, channels_last: bool, batch: int, ste
     opt = torch.optim.SGD(param_groups(model, 1e-5, False), lr=0.01, momentum=0.9)
     criterion = SmoothedInfoNCE(r.moco.temperature, r.loss.topk)
     augment = TwoViewAugment(r.augment, channels_last=channels_last)
+    query = QueryEncoder(model.backbone, model.projector)
     images, _ = render_textures(batch * 4, size, seed=0)
     t0 = None
     for step in range(warmup + steps):
@@ -42,7 +43,7 @@ def images_per_second(arch: str, size: int, channels_last: bool, batch: int, ste
         gen = torch.Generator().manual_seed(step)
         x1, x2 = augment(images[(step % 4) * batch : (step % 4 + 1) * batch], gen)
         model.update_key_encoder(0.99)
-        loss, keys = moco_step(model, criterion, x1, x2, 0.1, True, gen)
+        loss, keys = moco_step(model, query, criterion, x1, x2, 0.1, True, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
