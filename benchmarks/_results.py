@@ -46,7 +46,7 @@ def command() -> str:
 
 
 def revision() -> str:
-    """The checkout's commit, marked ``+dirty`` when the library or benchmarks have uncommitted changes."""
+    """The checkout's commit, marked ``+dirty`` when the library or its recipes have uncommitted changes."""
     root = Path(__file__).resolve().parents[1]
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
