@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -223,14 +224,36 @@ def cmd_report(_: argparse.Namespace) -> None:
         for k in sorted(searches):
             _, net, knob, seed, budget = k.split("|")
             lines.append(f"| {net} | `{knob}` | {seed} | {budget} | {searches[k]['val_knn']:.1f} |")
-    _plot(units)
-    lines.append(f"\nkNN curves (held-out part of train, during pretraining): `{PNG.name}`")
+    refs = _heldout_baselines(units)
+    _plot(units, refs)
+    lines.append(
+        f"\n![kNN curves]({PNG.name})\n\nkNN curves during pretraining, scored on the held-out part of train (5,000 "
+        "images; the pretraining subset votes); dashed: random init on the same split ("
+        + ", ".join(f"{net} {budget}: {acc:.1f}%" for (net, budget), acc in refs.items())
+        + ")."
+    )
     write_section("recipe_ablation", "\n".join(lines))
     print("\n".join(lines))
     print(f"written: {RESULTS}, {PNG}")
 
 
-def _plot(units: dict) -> None:
+def _heldout_baselines(units: dict) -> dict[tuple[str, str], float]:
+    """Random-init kNN on the held-out part of train, per (net, budget): the curves' reference line.
+    Scored with a finished unit's preprocessing (baseline=True); features are cached, so this is quick."""
+    refs = {}
+    for key in sorted(units):
+        net, _, _, budget = key.split("|")
+        if (net, budget) in refs:
+            continue
+        train_sub, val_sub, _, _ = subsets(int(budget.split("k")[0]) * 100, 500)
+        out = cache_dir() / "bench" / "ablation" / key.replace("|", "-")
+        with tempfile.TemporaryDirectory() as tmp:
+            r = evaluate.knn(out, data=train_sub, val_data=val_sub, out=tmp, baseline=True, verbose=False)
+        refs[(net, budget)] = r.baseline["top1"]
+    return refs
+
+
+def _plot(units: dict, heldout_random: dict[tuple[str, str], float]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -248,9 +271,13 @@ def _plot(units: dict) -> None:
                     alpha=0.8,
                     label=f"({arm}) {name}" if i == 0 else None,
                 )
+        for (ref_net, budget), acc in heldout_random.items():
+            if ref_net == net:
+                ax.axhline(acc, color="grey", linestyle="--", label=f"random init ({budget})")
         ax.set(title=net, xlabel="epoch", ylabel="held-out kNN top-1 %")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(PNG, dpi=100)
 
