@@ -278,6 +278,8 @@ def _plot(units: dict, heldout_random: dict[tuple[str, str], float]) -> None:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no runs yet", ha="center", va="center", transform=ax.transAxes, color="grey")
     fig.tight_layout()
     fig.savefig(PNG, dpi=100)
 
