@@ -58,13 +58,14 @@ def revision() -> str:
     return (head.stdout.strip() or "unknown") + ("+dirty" if dirty.stdout.strip() else "")
 
 
-def write_section(name: str, body: str) -> None:
-    """Replace (or append) the section between ``<!-- name -->`` markers in RESULTS.md."""
+def write_section(name: str, body: str, ran: tuple[str, str, str] | None = None) -> None:
+    """Replace (or append) the section between ``<!-- name -->`` markers in RESULTS.md.
+
+    ``ran``: (command, machine, date) for numbers brought back from another machine (a GPU session);
+    by default this process's own."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    stamp = (
-        f"Command: `{command()}`  \nMachine: {machine()}  \n"
-        f"Date: {time.strftime('%Y-%m-%d %H:%M %Z')}, lwzoo commit {revision()}\n\n"
-    )
+    cmd, where, when = ran or (command(), machine(), time.strftime("%Y-%m-%d %H:%M %Z"))
+    stamp = f"Command: `{cmd}`  \nMachine: {where}  \nDate: {when}, lwzoo commit {revision()}\n\n"
     block = f"{start}\n{stamp}{body.rstrip()}\n{end}"
     text = RESULTS.read_text() if RESULTS.exists() else HEADER
     if start in text:

@@ -32,6 +32,11 @@ def run_bench(script: str, *args: str, results: Path) -> None:
         ("pretrain_throughput.py", ["--batch", "8", "--steps", "1", "--warmup", "0"], "pretrain_throughput"),
         ("augment_throughput.py", ["--batch", "8", "--seconds", "0.01"], "augment_throughput"),
         ("inference_speed.py", ["--size", "32", "--repeats", "1"], "inference_speed"),
+        (
+            "gpu_step_profile.py",
+            ["--device", "cpu", "--steps", "1", "--warmup", "0", "--nets", "mobilenetv3_large"],
+            "gpu_step_profile",
+        ),
     ],
 )
 def test_benchmark_script_runs_and_writes_its_section(tmp_path, script, args, section):
