@@ -432,6 +432,12 @@ def _search_tables(state: dict) -> list[str]:
         base = sweeps.get("base", {})
         lines.append(f"**{net}, budget {budget}**\n")
         lines.append("| change | held-out kNN top-1 % | Δ vs base | seeds |\n|---|---|---|---|")
+        subset = budget.split("-")[0]  # the same subset and held-out split, whatever the epochs or machine
+        refs = [
+            v["heldout_knn"] for k, v in state.items() if k.startswith(f"random|{net}|{subset}-") and "heldout_knn" in v
+        ]
+        if refs:
+            lines.append(f"| random init | {refs[0]:.1f} | - | - |")
         for sweep, by_seed in sorted(sweeps.items(), key=lambda kv: (kv[0] != "base", kv[0])):
             common_seeds = [s for s in by_seed if s in base]
             delta = (
@@ -441,7 +447,12 @@ def _search_tables(state: dict) -> list[str]:
             )
             seeds = ", ".join(str(s) for s in sorted(by_seed))
             lines.append(f"| `{sweep}` | {_mean_sd(list(by_seed.values())).split(' (')[0]} | {delta} | {seeds} |")
-        lines.append("")
+        epochs = budget.split("-")[1][1:]
+        lines.append(
+            f"\nCommand: `python benchmarks/recipe_ablation.py search --net {net} --search-epochs {epochs} "
+            "--search-seeds S --sweep KNOB=VALUE ...`; each unit runs `lwzoo pretrain` with the ablation's common "
+            "settings plus its change (the exact command of each is in recipe_ablation.json).\n"
+        )
     return lines
 
 
