@@ -137,7 +137,12 @@ class Unit:
 
     @property
     def out(self) -> Path:
-        return cache_dir() / "bench" / self.kind / self.key.replace("|", "-").replace("=", "_").replace(" ", "")
+        return unit_dir(self.kind, self.key)
+
+
+def unit_dir(kind: str, key: str) -> Path:
+    """A unit's run folder, from its kind and its key in the state file."""
+    return cache_dir() / "bench" / kind / key.replace("|", "-").replace("=", "_").replace(" ", "")
 
 
 def budget_name(per_class: int, epochs: int, tag: str) -> str:
@@ -460,7 +465,7 @@ def _heldout_random(unit_key: str) -> float | None:
     """Random-init kNN on the held-out part of train for a unit run on this machine (None if its run folder
     is elsewhere): scored with that unit's preprocessing (baseline=True); features are cached."""
     net, _, _, budget = unit_key.split("|")
-    out = cache_dir() / "bench" / "ablation" / unit_key.replace("|", "-")
+    out = unit_dir("ablation", unit_key)
     if not (out / LAST).exists():
         return None
     train_sub, val_sub, _, _ = subsets(round(float(budget.split("k")[0]) * 100), 500)
