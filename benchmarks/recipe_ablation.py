@@ -358,8 +358,12 @@ def _mean_sd(values: list[float]) -> str:
 def _paired(units: dict, rows: list[str], arm: str, ref: str, metric: str) -> str:
     """Mean ± sd over seeds of the per-seed difference arm - ref (seeds that ran both)."""
     by = {(k.split("|")[1], k.split("|")[2]): units[k][metric] for k in rows}
-    diffs = [by[(arm, s)] - by[(ref, s)] for (a, s) in by if a == arm and (ref, s) in by]
-    return _mean_sd(diffs).replace("(n=", "(seeds: ") if diffs else "-"
+    seeds = sorted((s for (a, s) in by if a == arm and (ref, s) in by), key=int)
+    if not seeds:
+        return "-"
+    diffs = [by[(arm, s)] - by[(ref, s)] for s in seeds]
+    each = ", ".join(f"{d:+.1f}" for d in diffs)  # the spread is the point at n=3: show every seed
+    return f"{_mean_sd(diffs).split(' (')[0]} (seed {', '.join(seeds)}: {each})"
 
 
 def cmd_report(_: argparse.Namespace) -> None:
@@ -370,7 +374,9 @@ def cmd_report(_: argparse.Namespace) -> None:
         f"`{' '.join(common(0)).replace('train.epochs=0', 'train.epochs=E')}`. Evaluation: kNN (k 20, T 0.07) and "
         "linear probe (L-BFGS) fitted on all 50,000 train images, scored on the 10,000 test images. The random-init "
         "row is timm's initialisation under the same preprocessing. A budget `10k-e30` is 10,000 images x 30 epochs; "
-        "a suffix names the machine class it ran on (no suffix: the 2-core CPU).\n"
+        "a suffix names the machine class it ran on (no suffix: the 2-core CPU). On the CPU, units whose machine says "
+        "1 torch thread ran two at a time (`OMP_NUM_THREADS=1 ... --jobs 2`: each 139-140 images/s against 219 for "
+        "one unit alone on 2 threads, 1.28x in all; tuned recipe, steps 40-70, 2026-11-28); wall times are per unit.\n"
     )
     units = {k: v for k, v in state.items() if not k.startswith(("search|", "random|"))}
     refs: dict[tuple[str, str], float] = {}
@@ -380,9 +386,19 @@ def cmd_report(_: argparse.Namespace) -> None:
             if not rows:
                 continue
             lines.append(f"### {net}, budget {budget}\n")
-            machines = sorted({units[k].get("machine", "2-core CPU") for k in rows})
-            lines.append("Machine: " + "; ".join(machines) + "\n")
-            lines.append("| arm | kNN top-1 % | linear top-1 % | seeds | pretrain wall (mean) |\n|---|---|---|---|---|")
+            machines: dict[str, list[str]] = {}
+            for k in rows:  # the first records predate the machine field: 2-core CPU, 2 threads, one at a time
+                machines.setdefault(units[k].get("machine", "2-core CPU, 2 torch threads"), []).append(k)
+            lines.append(
+                "Machine: "
+                + "; ".join(
+                    f"{m} ({', '.join(k.split('|')[1] + k.split('|')[2] for k in ks)})" for m, ks in machines.items()
+                )
+                + "\n"
+            )
+            lines.append(
+                "| arm | kNN top-1 % | linear top-1 % | seeds | pretrain wall, each seed |\n|---|---|---|---|---|"
+            )
             base = state.get(f"random|{net}|{budget}")
             if base:
                 lines.append(f"| random init | {base['knn']:.1f} | {base['linear']:.1f} | - | - |")
@@ -395,10 +411,11 @@ def cmd_report(_: argparse.Namespace) -> None:
                 runs = [units[k] for k in rows if k.split("|")[1] == arm]
                 if runs:
                     seeds = ", ".join(k.split("|")[2] for k in rows if k.split("|")[1] == arm)
-                    wall = statistics.mean(r["pretrain_s"] for r in runs) / 60
+                    # per seed, not a mean: units run alone (2 threads) and two at once (1 thread each) differ
+                    walls = ", ".join(f"{r['pretrain_s'] / 60:.0f}" for r in runs)
                     lines.append(
                         f"| ({arm}) {name} | {_mean_sd([r['knn'] for r in runs])} | "
-                        f"{_mean_sd([r['linear'] for r in runs])} | {seeds} | {wall:.1f} min |"
+                        f"{_mean_sd([r['linear'] for r in runs])} | {seeds} | {walls} min |"
                     )
             lines.append("\nPaired by seed (difference of top-1, mean ± sd over seeds):\n")
             lines.append("| comparison | kNN | linear |\n|---|---|---|")

@@ -55,8 +55,8 @@ def test_paired_differences_use_only_seeds_that_ran_both(ablation):
         "m|b|2|b": {"knn": 99.0},  # no (a) for seed 2: left out
     }
     text = ablation._paired(units, sorted(units), "b", "a", "knn")
-    # differences 10 and 4: mean 7, sample sd 4.24
-    assert text == "7.0 ± 4.2 (seeds: 2)"
+    # differences 10 and 4: mean 7, sample sd 4.24; each seed's difference is shown, in seed order
+    assert text == "7.0 ± 4.2 (seed 0, 1: +10.0, +4.0)"
     assert ablation._paired(units, sorted(units), "c", "b", "knn") == "-"
 
 
