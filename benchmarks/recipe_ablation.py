@@ -423,7 +423,12 @@ def cmd_report(_: argparse.Namespace) -> None:
                 lines.append(
                     f"| {what} | {_paired(units, rows, arm, ref, 'knn')} | {_paired(units, rows, arm, ref, 'linear')} |"
                 )
-            lines.append("\nCommands: " + "; ".join(f"`{units[k]['command']}`" for k in rows[:3]) + " ...\n")
+            firsts = {k.split("|")[1]: k for k in reversed(rows)}  # each arm's lowest seed
+            lines.append(
+                "\nCommands (each arm's first seed; `--seed S` for the others): "
+                + "; ".join(f"`{units[k]['command']}`" for _, k in sorted(firsts.items()))
+                + "\n"
+            )
     lines += _search_tables(state)
     _plot(units, refs)
     lines.append(
