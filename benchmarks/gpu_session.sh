@@ -3,10 +3,12 @@
 # recipe search as one prioritised queue of processes sharing the GPU, stopped by DEADLINE seconds,
 # then (GPU_CHECK=1) gpu_check.py's smoke run and timings. What to bring back lands in $OUT:
 # queue.log, recipe_ablation.json (merge it into benchmarks/ here, then `recipe_ablation.py report`),
+# smoothing_neighbours.json (merge it likewise, then `smoothing_neighbours.py report`),
 # gpu_check.log, RESULTS.md (its gpu_check section) and unit-logs.tgz.
 #
-# Wall time: ~30 s set-up + DEADLINE + up to 120 s (evaluations finishing, then stops) + up to 150 s
-# of gpu_check: the defaults fit a 10-minute call. Sizing (2026-11-28, H200 machine, see RESULTS.md
+# Wall time: ~30 s set-up + DEADLINE + up to 120 s (evaluations finishing, then stops) + up to 20 s of
+# smoothing_neighbours (on the CPU; each row is saved as it comes) + up to 150 s of gpu_check: the
+# defaults fit a 10-minute call. Sizing (2026-11-28, H200 machine, see RESULTS.md
 # "GPU step profile"): a MobileNet-V3 unit of 1,170 steps is ~4.5 min of training (host-bound, ~230
 # ms/step) plus ~1.5 min of evaluation, whether 1 or 14 share the GPU; EfficientNet-B0 is slower.
 # So one call finishes at most one wave of JOBS units: give it DEADLINE=450 GPU_CHECK=0.
@@ -62,11 +64,17 @@ OMP_NUM_THREADS=1 timeout $((DEADLINE + 240)) "$PY" recipe_ablation.py queue --d
     --sweep "moco.temperature=0.2" --sweep "moco.temperature=0.05" \
     --sweep "optim.lr=0.12" --sweep "optim.lr=0.03" \
     --sweep "optim.weight_decay=1.0e-4" --sweep "optim.weight_decay=0.0" \
-    --sweep "optim.warmup_epochs=1" --sweep "moco.mlp_hidden=512" --sweep "moco.symmetric=false" \
+    --sweep "optim.warmup_epochs=1" --sweep "optim.warmup_epochs=10" --sweep "moco.mlp_hidden=512" \
+    --sweep "moco.symmetric=false" --sweep "optim.decay_norm_and_bias=true" --sweep "loss.alpha_schedule=cosine" \
     >"$OUT/queue.log" 2>&1
 echo "queue exit $?"
 tail -n 40 "$OUT/queue.log"
 cp "${LWZOO_ABLATION_STATE:-recipe_ablation.json}" "$OUT/recipe_ablation.json"
+# what the finished units' smoothing sets hold (their checkpoints stay on this machine; ~9 s a unit on
+# one CPU thread, each row saved as it comes)
+LWZOO_NEIGHBOURS_STATE="$OUT/smoothing_neighbours.json" timeout 20 "$PY" smoothing_neighbours.py run \
+    >"$OUT/neighbours.log" 2>&1
+echo "smoothing_neighbours exit $?"
 tar -czf "$OUT/unit-logs.tgz" -C "$LWZOO_CACHE/bench" logs
 [ "$MPS" = on ] && echo quit | nvidia-cuda-mps-control
 
