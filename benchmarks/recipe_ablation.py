@@ -348,11 +348,12 @@ def search_units(a: argparse.Namespace) -> list[Unit]:
     return units
 
 
-def _mean_sd(values: list[float]) -> str:
+def _mean_sd(values: list[float], signed: bool = False) -> str:
     if not values:
         return "-"
     sd = f" ± {statistics.stdev(values):.1f}" if len(values) > 1 else ""
-    return f"{statistics.mean(values):.1f}{sd} (n={len(values)})"
+    mean = f"{statistics.mean(values):+.1f}" if signed else f"{statistics.mean(values):.1f}"
+    return f"{mean}{sd} (n={len(values)})"
 
 
 def _paired(units: dict, rows: list[str], arm: str, ref: str, metric: str) -> str:
@@ -363,7 +364,7 @@ def _paired(units: dict, rows: list[str], arm: str, ref: str, metric: str) -> st
         return "-"
     diffs = [by[(arm, s)] - by[(ref, s)] for s in seeds]
     each = ", ".join(f"{d:+.1f}" for d in diffs)  # the spread is the point at n=3: show every seed
-    return f"{_mean_sd(diffs).split(' (')[0]} (seed {', '.join(seeds)}: {each})"
+    return f"{_mean_sd(diffs, signed=True).split(' (')[0]} (seed {', '.join(seeds)}: {each})"
 
 
 def cmd_report(_: argparse.Namespace) -> None:
@@ -376,7 +377,9 @@ def cmd_report(_: argparse.Namespace) -> None:
         "row is timm's initialisation under the same preprocessing. A budget `10k-e30` is 10,000 images x 30 epochs; "
         "a suffix names the machine class it ran on (no suffix: the 2-core CPU). On the CPU, units whose machine says "
         "1 torch thread ran two at a time (`OMP_NUM_THREADS=1 ... --jobs 2`: each 139-140 images/s against 219 for "
-        "one unit alone on 2 threads, 1.28x in all; tuned recipe, steps 40-70, 2026-11-28); wall times are per unit.\n"
+        "one unit alone on 2 threads, 1.28x in all; tuned recipe, steps 40-70, 2026-11-28). Wall times are per unit "
+        "and depend on what shared the machine: EfficientNet-B0's b2 and a2 overlapped the recipe search (up to four "
+        "processes on the 2 cores, 2026-12-01).\n"
     )
     units = {k: v for k, v in state.items() if not k.startswith(("search|", "random|"))}
     refs: dict[tuple[str, str], float] = {}
@@ -467,11 +470,10 @@ def _search_tables(state: dict) -> list[str]:
             lines.append(f"| random init | {refs[0]:.1f} | - | - |")
         for sweep, by_seed in sorted(sweeps.items(), key=lambda kv: (kv[0] != "base", kv[0])):
             common_seeds = [s for s in by_seed if s in base]
-            delta = (
-                _mean_sd([by_seed[s] - base[s] for s in common_seeds]).split(" (")[0]
-                if common_seeds and sweep != "base"
-                else "-"
-            )
+            diffs = [by_seed[s] - base[s] for s in sorted(common_seeds)]
+            delta = _mean_sd(diffs, signed=True).split(" (")[0] if diffs and sweep != "base" else "-"
+            if len(diffs) > 1 and sweep != "base":
+                delta += " (" + ", ".join(f"{d:+.1f}" for d in diffs) + ")"
             seeds = ", ".join(str(s) for s in sorted(by_seed))
             lines.append(f"| `{sweep}` | {_mean_sd(list(by_seed.values())).split(' (')[0]} | {delta} | {seeds} |")
         epochs = budget.split("-")[1][1:]

@@ -1,8 +1,10 @@
 """What smoothed InfoNCE's smoothing set holds, for the recipe ablation's trained encoders: the evidence
 behind "smoothing is neutral at this budget" (benchmarks/RESULTS.md, issue #4).
 
-The smoothing target moves alpha from the positive onto the k queue keys most similar to the query, on
-the premise that those are mostly images of the query's own class (false negatives). For each finished
+The smoothing target moves alpha from the positive onto the k queue keys most similar to the query: the
+paper's remedy for noisy views, a positive that may be a poor match and near negatives that may be the
+query's own class (false negatives). Whether that is what limits a model shows in how well it already
+fits its positives and in how many of those k keys are false negatives. For each finished
 unit of recipe_ablation.py whose run folder is on this machine, and for the same net at initialisation,
 this measures on the unit's pretraining subset (CIFAR-10 labels are used here only, never in training):
 
@@ -172,6 +174,12 @@ def cmd_report(_: argparse.Namespace) -> None:
                 f"{_cell(rows, 'precision@20')} | {_cell(rows, 'p_positive', digits=4)} | "
                 f"{_cell(rows, 'p_top5', digits=3)} | {_cell(rows, 'instance_acc')} |"
             )
+    missing = sorted(k for k in load_state() if not k.startswith(("search|", "random|")) and k not in state)
+    if missing:
+        lines.append(
+            f"\nNot measured ({len(missing)} units: their checkpoints went with an earlier session's machine; "
+            "recipe_ablation.json keeps results, not checkpoints): " + ", ".join(f"`{k}`" for k in missing) + "."
+        )
     write_section("smoothing_neighbours", "\n".join(lines))
     print("\n".join(lines))
 

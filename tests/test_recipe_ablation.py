@@ -56,7 +56,7 @@ def test_paired_differences_use_only_seeds_that_ran_both(ablation):
     }
     text = ablation._paired(units, sorted(units), "b", "a", "knn")
     # differences 10 and 4: mean 7, sample sd 4.24; each seed's difference is shown, in seed order
-    assert text == "7.0 ± 4.2 (seed 0, 1: +10.0, +4.0)"
+    assert text == "+7.0 ± 4.2 (seed 0, 1: +10.0, +4.0)"
     assert ablation._paired(units, sorted(units), "c", "b", "knn") == "-"
 
 
@@ -70,7 +70,8 @@ def test_search_table_reports_deltas_against_base_of_the_same_seed(ablation):
     }
     rows = {line.split("|")[1].strip(): line for line in ablation._search_tables(state) if line.startswith("| `")}
     assert rows["`base`"].split("|")[2:5] == [" 42.0 ± 2.8 ", " - ", " 0, 1 "]
-    assert rows["`loss.alpha=0.0`"].split("|")[2:4] == [" 44.0 ± 4.2 ", " 2.0 ± 1.4 "]
+    # differences +1 and +3, each seed shown: a two-seed mean can hide a sign flip
+    assert rows["`loss.alpha=0.0`"].split("|")[2:4] == [" 44.0 ± 4.2 ", " +2.0 ± 1.4 (+1.0, +3.0) "]
     assert rows["`moco.temperature=0.2`"].split("|")[2:4] == [" 35.0 ", " -5.0 "]
 
 
