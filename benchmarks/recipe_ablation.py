@@ -469,10 +469,9 @@ def _search_tables(state: dict) -> list[str]:
         if refs:
             lines.append(f"| random init | {refs[0]:.1f} | - | - |")
         for sweep, by_seed in sorted(sweeps.items(), key=lambda kv: (kv[0] != "base", kv[0])):
-            common_seeds = [s for s in by_seed if s in base]
-            diffs = [by_seed[s] - base[s] for s in sorted(common_seeds)]
-            delta = _mean_sd(diffs, signed=True).split(" (")[0] if diffs and sweep != "base" else "-"
-            if len(diffs) > 1 and sweep != "base":
+            diffs = [by_seed[s] - base[s] for s in sorted(by_seed) if s in base] if sweep != "base" else []
+            delta = _mean_sd(diffs, signed=True).split(" (")[0]  # "-" without a common seed
+            if len(diffs) > 1:
                 delta += " (" + ", ".join(f"{d:+.1f}" for d in diffs) + ")"
             seeds = ", ".join(str(s) for s in sorted(by_seed))
             lines.append(f"| `{sweep}` | {_mean_sd(list(by_seed.values())).split(' (')[0]} | {delta} | {seeds} |")
