@@ -356,6 +356,11 @@ def _mean_sd(values: list[float], signed: bool = False) -> str:
     return f"{mean}{sd} (n={len(values)})"
 
 
+def _each(diffs: list[float]) -> str:
+    """Every seed's difference, signed: at 2-3 seeds the spread is the point, and a mean can hide a sign flip."""
+    return ", ".join(f"{d:+.1f}" for d in diffs)
+
+
 def _paired(units: dict, rows: list[str], arm: str, ref: str, metric: str) -> str:
     """Mean ± sd over seeds of the per-seed difference arm - ref (seeds that ran both)."""
     by = {(k.split("|")[1], k.split("|")[2]): units[k][metric] for k in rows}
@@ -363,8 +368,7 @@ def _paired(units: dict, rows: list[str], arm: str, ref: str, metric: str) -> st
     if not seeds:
         return "-"
     diffs = [by[(arm, s)] - by[(ref, s)] for s in seeds]
-    each = ", ".join(f"{d:+.1f}" for d in diffs)  # the spread is the point at n=3: show every seed
-    return f"{_mean_sd(diffs, signed=True).split(' (')[0]} (seed {', '.join(seeds)}: {each})"
+    return f"{_mean_sd(diffs, signed=True).split(' (')[0]} (seed {', '.join(seeds)}: {_each(diffs)})"
 
 
 def cmd_report(_: argparse.Namespace) -> None:
@@ -472,7 +476,7 @@ def _search_tables(state: dict) -> list[str]:
             diffs = [by_seed[s] - base[s] for s in sorted(by_seed) if s in base] if sweep != "base" else []
             delta = _mean_sd(diffs, signed=True).split(" (")[0]  # "-" without a common seed
             if len(diffs) > 1:
-                delta += " (" + ", ".join(f"{d:+.1f}" for d in diffs) + ")"
+                delta += f" ({_each(diffs)})"
             seeds = ", ".join(str(s) for s in sorted(by_seed))
             lines.append(f"| `{sweep}` | {_mean_sd(list(by_seed.values())).split(' (')[0]} | {delta} | {seeds} |")
         epochs = budget.split("-")[1][1:]

@@ -177,7 +177,7 @@ def cmd_report(_: argparse.Namespace) -> None:
     missing = sorted(k for k in load_state() if not k.startswith(("search|", "random|")) and k not in state)
     if missing:
         lines.append(
-            f"\nNot measured ({len(missing)} units: their checkpoints went with an earlier session's machine; "
+            f"\nNot measured ({len(missing)} units: `run` measures a unit only where its checkpoint is, and "
             "recipe_ablation.json keeps results, not checkpoints): " + ", ".join(f"`{k}`" for k in missing) + "."
         )
     write_section("smoothing_neighbours", "\n".join(lines))
