@@ -6,6 +6,9 @@ time, the step is bound by the host launching kernels, and concurrency (or fewer
 
     python benchmarks/gpu_step_profile.py                  # on the GPU machine (~2 minutes)
 
+(benchmarks/gpu_check.sh times the 32-px step before and after issue 16's split BatchNorm and train.compile
+against this profile's 233 ms; this script keeps the variants: fp32, one BN group, asymmetric, one thread.)
+
 Each row is also written to RESULTS.md as it comes (section gpu_step_profile), so a run stopped by
 its time limit keeps what it measured.
     python benchmarks/gpu_step_profile.py --device cpu --steps 2 --warmup 1 --nets mobilenetv3_large
@@ -25,8 +28,9 @@ from lwzoo.engine import Engine
 from lwzoo.recipe import load_recipe
 
 HEADNOTE = (
-    "One MoCo step of lwzoo's Engine (symmetric loss unless noted, batch 256, K 4096, key BN in 8 chunks as "
-    "the recipes say), on random uint8 images already on the device. Wall: mean of the timed steps after "
+    "One MoCo step of lwzoo's Engine (symmetric loss unless noted, batch 256, K 4096, key BN over 8 groups as "
+    "the recipes say: 8 chunked forwards until issue 16, one split-BatchNorm forward since), on random uint8 "
+    "images already on the device. Wall: mean of the timed steps after "
     "warm-up; GPU kernel time and kernel count: torch.profiler over one more step."
 )
 COMMON = {"moco.queue_size": 4096, "train.batch_size": 256, "augment.blur_p": 0.0, "moco.momentum": 0.99}

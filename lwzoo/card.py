@@ -60,10 +60,14 @@ def plot_training_curve(metrics_jsonl: Path, out_png: Path) -> bool:
     return True
 
 
+def _recorded_results(export_dir: Path) -> list[dict[str, Any]]:
+    path = export_dir / "evals.json"
+    return json.loads(path.read_text())["results"] if path.is_file() else []
+
+
 def card_results(export_dir: Path) -> list[dict[str, Any]]:
     """The evaluations an export recorded, or an error telling how to make them."""
-    path = export_dir / "evals.json"
-    results = json.loads(path.read_text())["results"] if path.is_file() else []
+    results = _recorded_results(export_dir)
     if not results:
         raise LwzooError(
             f"the export '{export_dir}' has no evaluation results, and a card must cite real numbers: run "
@@ -73,11 +77,22 @@ def card_results(export_dir: Path) -> list[dict[str, Any]]:
 
 
 def render_card(
-    export_dir: Path, repo_id: str, load_name: str | None = None, license: str = "apache-2.0", curve: str | None = CURVE
+    export_dir: Path,
+    repo_id: str,
+    load_name: str | None = None,
+    license: str = "apache-2.0",
+    curve: str | None = CURVE,
+    require_results: bool = True,
+    target: str | None = None,
 ) -> str:
-    """The README.md of a Hub repo for an export folder."""
+    """The README.md of a Hub repo for an export folder.
+
+    ``require_results=False`` lets a local zoo build without labelled data have a card that says it was not
+    evaluated (a card for the Hub must cite real numbers). ``target`` is what the paper reports for the recipe,
+    printed as a target and never as this model's result.
+    """
     arch, preprocess, config = read_hub_config(export_dir)
-    results = card_results(export_dir)
+    results = card_results(export_dir) if require_results else _recorded_results(export_dir)
     training = config.get("lwzoo", {}).get("training", {})
     recipe = yaml.safe_load((export_dir / "recipe.yaml").read_text()) if (export_dir / "recipe.yaml").is_file() else {}
     name = repo_id.split("/")[-1]
@@ -158,6 +173,7 @@ def render_card(
         data_text=data_text,
         eval_intro="kNN with k = 20 and exp(sim / 0.07) votes, linear probe by L-BFGS on standardised features.",
         results=[_ns(r) for r in results],
+        target=target,
         curve=curve,
         load_name=load_name or repo_id,
         repo_id=repo_id,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import shutil
 import warnings
 import zipfile
 from pathlib import Path
@@ -21,9 +20,15 @@ import numpy as np
 import torch
 
 from .errors import LwzooError
+from .files import temp_name
 
 FORMAT = "lwzoo-pretrain/1"
 LAST = "checkpoint-last.pt"
+# What resume, eval and export read from a checkpoint; each is written by every lwzoo-pretrain/1 save.
+REQUIRED_KEYS = (
+    "arch", "recipe", "seed", "step", "epoch", "total_steps", "model", "optimizer", "rng", "data", "epoch_loss",
+    "elapsed_s",
+)  # fmt: skip
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
@@ -31,7 +36,7 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     leaves the previous file intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = temp_name(path)
     try:
         with open(tmp, "wb") as f:
             torch.save(obj, f)
@@ -43,44 +48,18 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     return path
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def atomic_copy(src: str | Path, dst: str | Path) -> None:
-    dst = Path(dst)
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def replace_dir(tmp: str | Path, dest: str | Path) -> None:
-    """Move a finished folder ``tmp`` to ``dest``, replacing what was there only once ``tmp`` is complete:
-    the old folder is renamed aside, the new one renamed in, the old one removed."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        os.replace(dest, old)
-        os.replace(tmp, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, dest)
-
-
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read an lwzoo pretraining checkpoint onto the CPU, or raise LwzooError saying what is wrong."""
     path = Path(path)
     if path.is_dir():
         path = path / LAST
     if not path.is_file():
-        raise LwzooError(f"checkpoint '{path}' does not exist")
+        if path.name == LAST and path.parent.is_dir():
+            raise LwzooError(
+                f"'{path.parent}' holds no {LAST}: no run has saved a checkpoint there yet; "
+                "pass a run folder or checkpoint that `lwzoo pretrain` wrote"
+            )
+        raise LwzooError(f"checkpoint '{path}' does not exist; pass a checkpoint file or run folder that exists")
     try:
         with warnings.catch_warnings():  # torch warns about odd pickle protocols before failing
             warnings.simplefilter("ignore")
@@ -97,6 +76,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise LwzooError(f"'{path}' is not an lwzoo pretraining checkpoint (format {found!r}, expected {FORMAT!r})")
+    missing = [key for key in REQUIRED_KEYS if key not in ckpt]
+    if missing:
+        raise LwzooError(
+            f"checkpoint '{path}' is missing {', '.join(repr(k) for k in missing)}: it is damaged or was edited; "
+            "resume from an earlier checkpoint or start a new run"
+        )
     return ckpt
 
 

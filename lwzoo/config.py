@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -82,7 +83,11 @@ def read_yaml(name_or_path: str | Path, folder: Path, kind: str, seen: tuple[Pat
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise LwzooError(f"{kind} '{path}' is not valid YAML: {e}") from None
+        raise LwzooError(f"{kind} '{path}' is not valid YAML: {yaml_error_line(e)}; fix the file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise LwzooError(
+            f"cannot read {kind} '{path}' ({type(e).__name__}: {e}); pass a readable UTF-8 YAML file"
+        ) from None
     if not isinstance(raw, dict):
         raise LwzooError(f"{kind} '{path}' must be a YAML mapping of sections, got {type(raw).__name__}")
     base = raw.pop("base", None)
@@ -94,6 +99,17 @@ def read_yaml(name_or_path: str | Path, folder: Path, kind: str, seen: tuple[Pat
     inherited = read_yaml(parent, folder, kind, (*seen, path))
     raw.setdefault("description", f"based on {inherited['name']}")
     return merge(inherited, raw)
+
+
+def yaml_error_line(e: yaml.YAMLError) -> str:
+    """A YAML parse error in one line (PyYAML's own message spans several, with a caret drawing)."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    context, context_mark = getattr(e, "context", None), getattr(e, "context_mark", None)
+    if context and context_mark is not None and context_mark is not mark:
+        context = f"{context} from line {context_mark.line + 1}"
+    return f"{where}{problem}" + (f" ({context})" if context else "")
 
 
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -215,15 +231,19 @@ def coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     if tp is float:
         if isinstance(value, bool):
             fail()
+        number = None
         if isinstance(value, (int, float)):
-            return float(value)
-        # PyYAML reads "1e-4" (no dot) as a string; accept it as the number it plainly is.
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):  # PyYAML reads "1e-4" (no dot) as a string; it is plainly a number
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 fail()
-        fail()
+        if number is None:
+            fail()
+        if not math.isfinite(number):  # .inf and .nan parse as floats, and no recipe value means either
+            raise LwzooError(f"{source}: '{key}' must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             fail()

@@ -1,9 +1,15 @@
 """Image data: a folder of images (searched recursively, class sub-folders kept as labels) or the
 built-in demo set, decoded once to square uint8 tensors and served as batches in a seeded order.
 
+Two layouts. For evaluation an image is stored as its centre square (the shorter side resized), the
+paper's preprocessing. For training it is stored whole: squashed to S x S with its aspect ratio kept
+beside it, so random-resized crops are drawn in the original frame and reach the sides of a 4:3
+photo, as torchvision's RandomResizedCrop on the original image does.
+
 Small sets are decoded into memory (and cached on disk, so the next run starts at once); sets larger
 than ``data.in_memory_gb`` are decoded on the fly by DataLoader workers. Either way a batch is a
-uint8 tensor (B, 3, S, S) and augmentation happens afterwards on the training device.
+uint8 tensor (B, 3, S, S) with its aspect ratios (B,), and augmentation happens afterwards on the
+training device.
 """
 
 from __future__ import annotations
@@ -14,16 +20,16 @@ import os
 import signal
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
-from tqdm.auto import tqdm
 
 from .errors import LwzooError
+from .preprocess import chw_uint8, eval_square, to_rgb
+from .progress import bar as progress_bar
 
 log = logging.getLogger("lwzoo")
 
@@ -48,9 +54,11 @@ class ImageSet:
         classes: class names (sub-folder names); empty when the folder has no class layout.
         labels: (N,) class indices, or None without class folders.
         images: (N, 3, S, S) uint8 when held in memory, else None (streamed from ``paths``).
+        aspects: (N,) width / height of each original image when stored whole (``whole``), for held sets.
         paths: image files, for streamed folders.
         skipped: (path, reason) of unreadable images left out.
-        key: identifies the content (files, sizes, mtimes, decode size), for caches.
+        key: identifies the content (files, sizes, mtimes, decode size, layout), for caches.
+        whole: True when each image is stored whole (squashed, training layout), False for centre squares.
     """
 
     source: str
@@ -58,9 +66,11 @@ class ImageSet:
     classes: list[str]
     labels: torch.Tensor | None
     images: torch.Tensor | None = None
+    aspects: torch.Tensor | None = None
     paths: list[Path] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     key: str = ""
+    whole: bool = False
 
     def __len__(self) -> int:
         return len(self.images) if self.images is not None else len(self.paths)
@@ -69,7 +79,8 @@ class ImageSet:
         where = "streamed from disk" if self.images is None else "in GPU memory" if self.images.is_cuda else "in memory"
 
         cls = f"{len(self.classes)} classes" if self.classes else "no class folders"
-        return f"{len(self):,} images ({cls}) from {self.source}, decoded to {self.size}px, {where}"
+        layout = "whole images squashed to" if self.whole else "centre squares of"
+        return f"{len(self):,} images ({cls}) from {self.source}, {layout} {self.size}px, {where}"
 
     def batches(
         self,
@@ -80,8 +91,9 @@ class ImageSet:
         workers: int = 0,
         rank: int = 0,
         world_size: int = 1,
-    ) -> Iterator[torch.Tensor]:
-        """The epoch's full batches from batch index ``start`` on, in an order fixed by (seed, epoch).
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The epoch's full batches from batch index ``start`` on, in an order fixed by (seed, epoch), as
+        (uint8 images (B, 3, S, S), aspect ratios (B,) float32: width / height of the originals, 1 for squares).
 
         ``batch_size`` is the global batch; with ``world_size`` ranks each gets its own
         ``batch_size // world_size`` images of every batch (a sharded sampler, re-drawn per epoch).
@@ -91,11 +103,14 @@ class ImageSet:
         local = batch_size // world_size
         shard = order[: steps * batch_size].view(steps, world_size, local)[:, rank]  # steps x local
         if self.images is not None:
+            aspects = self.aspects if self.aspects is not None else torch.ones(len(self))
+            aspects = aspects.to(self.images.device)
             for i in range(start, steps):
-                yield self.images[shard[i].to(self.images.device)]
+                idx = shard[i].to(self.images.device)
+                yield self.images[idx], aspects[idx]
             return
         loader = DataLoader(
-            _DecodeDataset(self.paths, self.size),
+            _DecodeDataset(self.paths, self.size, self.whole),
             batch_size=local,
             sampler=_ListSampler(shard[start:].reshape(-1).tolist()),
             num_workers=workers,
@@ -105,10 +120,10 @@ class ImageSet:
             drop_last=True,
             persistent_workers=False,
         )
-        for images, failed in loader:
+        for images, aspects, failed in loader:
             for i, reason in failed:
                 self._skip(str(self.paths[i]), reason)
-            yield images  # short, or even empty, when some of its images were unreadable
+            yield images, aspects  # short, or even empty, when some of its images were unreadable
 
     def ordered_batches(self, batch_size: int, workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Every image once, in order, as (uint8 images, their indices into this set)."""
@@ -116,18 +131,11 @@ class ImageSet:
             for i in range(0, len(self), batch_size):
                 yield self.images[i : i + batch_size], torch.arange(i, min(i + batch_size, len(self)))
             return
-        loader = DataLoader(
-            _DecodeDataset(self.paths, self.size),
-            batch_size=batch_size,
-            num_workers=workers,
-            collate_fn=_as_list,
-            worker_init_fn=_ignore_sigint if workers else None,
-        )
-        for items in loader:
-            for i, _, reason in items:
+        for items in decoded_items(self.paths, self.size, batch_size, workers, self.whole):
+            for i, _, _, reason in items:
                 if reason:
                     self._skip(str(self.paths[i]), reason)
-            ok = [(i, x) for i, x, _ in items if x is not None]
+            ok = [(i, x) for i, x, _, _ in items if x is not None]
             if ok:
                 yield torch.stack([x for _, x in ok]), torch.tensor([i for i, _ in ok])
 
@@ -173,43 +181,70 @@ def scan_folder(root: str | Path) -> tuple[list[Path], list[int] | None, list[st
     return paths, None, []
 
 
-def to_square(img: Image.Image, size: int) -> torch.Tensor:
-    """An image as RGB (greyscale, palette and alpha images converted; alpha composited on white),
-    centre-cropped to a square and resized to ``size`` (bicubic): (3, size, size) uint8."""
-    img = ImageOps.exif_transpose(img)
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    img = img.convert("RGB")
-    if img.size != (size, size):
-        img = ImageOps.fit(img, (size, size), Image.Resampling.BICUBIC)
-    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
-
-
 def decode_image(path: str | Path, size: int) -> torch.Tensor:
-    """Read one image file with :func:`to_square`."""
+    """One image file as the evaluation layout: its centre square at ``size`` (:func:`lwzoo.preprocess.eval_square`)."""
     with Image.open(path) as img:
-        return to_square(img, size)
+        return eval_square(img, size)
+
+
+def squash(img: Image.Image, size: int) -> tuple[torch.Tensor, float]:
+    """The training layout: the whole image as RGB resized to ``size`` x ``size`` (bicubic, aspect not kept), and
+    its aspect ratio width / height, with which crop boxes are drawn in the original frame."""
+    img = to_rgb(img)
+    aspect = img.width / img.height
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BICUBIC)
+    return chw_uint8(img), aspect
+
+
+def decode_whole(path: str | Path, size: int) -> tuple[torch.Tensor, float]:
+    """One image file as the training layout (:func:`squash`). A JPEG much larger than ``size`` is decoded at a
+    reduced scale that still covers ``size`` on both sides (PIL's draft mode: several times faster for photos)."""
+    with Image.open(path) as img:
+        img.draft(img.mode, (size, size))
+        return squash(img, size)
+
+
+DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError)
 
 
 class _DecodeDataset(Dataset):
-    def __init__(self, paths: list[Path], size: int) -> None:
-        self.paths, self.size = paths, size
+    """Image files decoded in DataLoader workers; an unreadable one gives ``None`` and the reason, not an error."""
+
+    def __init__(self, paths: list[Path], size: int, whole: bool = False) -> None:
+        self.paths, self.size, self.whole = paths, size, whole
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str]:
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, float, str]:
         try:
-            return i, decode_image(self.paths[i], self.size), ""
-        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
-            return i, None, f"{type(e).__name__}: {e}"
+            if self.whole:
+                return i, *decode_whole(self.paths[i], self.size), ""
+            return i, decode_image(self.paths[i], self.size), 1.0, ""
+        except DECODE_ERRORS as e:
+            return i, None, 1.0, f"{type(e).__name__}: {e}"
 
 
-def _collate_decoded(items: list) -> tuple[torch.Tensor, list[tuple[int, str]]]:
-    ok = [x for _, x, _ in items if x is not None]
-    failed = [(i, reason) for i, x, reason in items if x is None]
-    return (torch.stack(ok) if ok else torch.empty(0, dtype=torch.uint8)), failed
+def decoded_items(
+    paths: list[Path], size: int, batch_size: int, workers: int, whole: bool = False
+) -> Iterator[list[tuple[int, torch.Tensor | None, float, str]]]:
+    """Image files decoded in order by ``workers`` DataLoader processes, a list per batch of
+    ``(index, uint8 image or None, aspect, why unreadable)``, so the caller decides what a failure means."""
+    yield from DataLoader(
+        _DecodeDataset(paths, size, whole),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=_as_list,
+        worker_init_fn=_ignore_sigint if workers else None,  # Ctrl-C stops the main process, not N tracebacks
+    )
+
+
+def _collate_decoded(items: list) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, str]]]:
+    ok = [(x, a) for _, x, a, _ in items if x is not None]
+    failed = [(i, reason) for i, x, _, reason in items if x is None]
+    images = torch.stack([x for x, _ in ok]) if ok else torch.empty(0, dtype=torch.uint8)
+    return images, torch.tensor([a for _, a in ok], dtype=torch.float32), failed
 
 
 def _as_list(items: list) -> list:
@@ -243,44 +278,40 @@ def load_images(
     in_memory_gb: float = 4.0,
     workers: int | None = None,
     use_cache: bool = True,
+    whole: bool = False,
 ) -> ImageSet:
-    """Open ``data`` (a folder, or None / ``"builtin"`` for the demo set) as square uint8 images of side ``size``."""
+    """Open ``data`` (a folder, or None / ``"builtin"`` for the demo set) as square uint8 images of side ``size``:
+    centre squares (evaluation), or with ``whole`` each image squashed whole with its aspect ratio (training)."""
     if is_builtin(data):
         from .builtin_data import builtin_images
 
         if data is not None and ":" in str(data):
             split = str(data).partition(":")[2]
-        return builtin_images(split, size)
+        return builtin_images(split, size)  # square renders: both layouts are the same
     paths, labels, classes = scan_folder(data)
     root = str(Path(data).expanduser().resolve())
     label_t = torch.tensor(labels) if labels is not None else None
-    key = _folder_key(paths, size)
+    key = _folder_key(paths, size, whole)
     if len(paths) * 3 * size * size > in_memory_gb * 2**30:
-        return ImageSet(root, size, classes, label_t, paths=paths, key=key)
+        return ImageSet(root, size, classes, label_t, paths=paths, key=key, whole=whole)
+    workers = default_workers() if workers is None else workers
     return _decode_in_memory(
-        root, paths, label_t, classes, size, default_workers() if workers is None else workers, use_cache, key
+        ImageSet(root, size, classes, label_t, paths=paths, key=key, whole=whole), workers, use_cache
     )
 
 
-def _folder_key(paths: list[Path], size: int) -> str:
-    h = hashlib.sha256(f"v1|{size}".encode())
+def _folder_key(paths: list[Path], size: int, whole: bool) -> str:
+    h = hashlib.sha256(f"v2|{size}|{'whole' if whole else 'centre'}".encode())
     for p in paths:
         st = p.stat()
         h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:24]
 
 
-def _decode_in_memory(
-    root: str,
-    paths: list[Path],
-    labels: torch.Tensor | None,
-    classes: list[str],
-    size: int,
-    workers: int,
-    use_cache: bool,
-    key: str,
-) -> ImageSet:
-    cache_file = cache_dir() / "decoded" / f"{key}.pt"
+def _decode_in_memory(streamed: ImageSet, workers: int, use_cache: bool) -> ImageSet:
+    """``streamed``'s images decoded into memory (from the decode cache when this content was decoded before)."""
+    paths, labels, size = streamed.paths, streamed.labels, streamed.size
+    cache_file = cache_dir() / "decoded" / f"{streamed.key}.pt"
     if use_cache and cache_file.is_file():
         try:
             cached = torch.load(cache_file, weights_only=True)
@@ -290,64 +321,56 @@ def _decode_in_memory(
                 (str(paths[i]), r)
                 for i, r in zip(cached["skipped_idx"].tolist(), cached["skipped_reason"], strict=True)
             ]
-            return ImageSet(
-                root,
-                size,
-                classes,
-                labels[keep] if labels is not None else None,
-                cached["images"],
+            return replace(
+                streamed,
+                labels=labels[keep] if labels is not None else None,
+                images=cached["images"],
+                aspects=cached["aspects"],
+                paths=[],
                 skipped=skipped,
-                key=key,
             )
         except Exception as e:  # a stale or partial cache is only a lost speed-up
             log.warning("ignoring unreadable decode cache %s (%s)", cache_file, e)
 
     images = torch.empty(len(paths), 3, size, size, dtype=torch.uint8)
+    aspects = torch.ones(len(paths))
     ok = torch.zeros(len(paths), dtype=torch.bool)
     reasons: dict[int, str] = {}
-    loader = DataLoader(
-        _DecodeDataset(paths, size),
-        batch_size=256,
-        num_workers=workers,
-        collate_fn=_as_list,
-        worker_init_fn=_ignore_sigint if workers else None,
-    )
-    with tqdm(total=len(paths), desc="decoding images", unit="img", leave=False, disable=len(paths) < 2000) as bar:
-        for items in loader:
-            for i, x, reason in items:
+    with progress_bar(len(paths), "decoding images", "img", disable=len(paths) < 2000, leave=False) as bar:
+        for items in decoded_items(paths, size, 256, workers, streamed.whole):
+            for i, x, aspect, reason in items:
                 if x is None:
                     reasons[i] = reason
                 else:
-                    images[i] = x
-                    ok[i] = True
+                    images[i], aspects[i], ok[i] = x, aspect, True
             bar.update(len(items))
     for i, reason in sorted(reasons.items()):
         warnings.warn(f"skipping unreadable image {paths[i]}: {reason}", stacklevel=2)
     if not ok.any():
         raise LwzooError(
-            f"none of the {len(paths)} images under '{root}' could be read (first: {paths[0]}: {reasons[0]})"
+            f"none of the {len(paths)} images under '{streamed.source}' could be read (first: {paths[0]}: {reasons[0]})"
         )
     keep = ok.nonzero().squeeze(1)
-    result = ImageSet(
-        root,
-        size,
-        classes,
-        labels[keep] if labels is not None else None,
-        images[keep].contiguous(),
+    result = replace(
+        streamed,
+        labels=labels[keep] if labels is not None else None,
+        images=images[keep].contiguous(),
+        aspects=aspects[keep].contiguous(),
+        paths=[],
         skipped=[(str(paths[i]), r) for i, r in sorted(reasons.items())],
-        key=key,
     )
     if use_cache:
-        _save_cache(cache_file, result.images, keep, reasons)
+        _save_cache(cache_file, result, keep, reasons)
     return result
 
 
-def _save_cache(path: Path, images: torch.Tensor, keep: torch.Tensor, reasons: dict[int, str]) -> None:
+def _save_cache(path: Path, images: ImageSet, keep: torch.Tensor, reasons: dict[int, str]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         payload = {
-            "images": images,
+            "images": images.images,
+            "aspects": images.aspects,
             "keep": keep,
             "skipped_idx": torch.tensor(sorted(reasons), dtype=torch.long),
             "skipped_reason": [reasons[i] for i in sorted(reasons)],

@@ -25,11 +25,14 @@ class DistContext:
         rank: global rank, 0 .. world_size - 1.
         world_size: number of processes.
         local_rank: rank on this node (picks the GPU).
+        device: where this rank computes; every tensor handed to a collective lives there (NCCL
+            refuses CPU tensors with "No backend type associated with device type cpu").
     """
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    device: torch.device = torch.device("cpu")
 
     @property
     def is_main(self) -> bool:
@@ -64,7 +67,7 @@ class DistContext:
         """True on every rank when ``flag`` is true on any rank (a stop request, say)."""
         if not self.enabled:
             return flag
-        t = torch.tensor([int(flag)])
+        t = torch.tensor([int(flag)], device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
@@ -73,7 +76,7 @@ class DistContext:
         if not self.enabled:
             return obj
         box = [obj]
-        dist.broadcast_object_list(box, src=0)
+        dist.broadcast_object_list(box, src=0, device=self.device)
         return box[0]
 
 
@@ -81,19 +84,24 @@ SINGLE = DistContext()
 
 
 def from_environment(device: torch.device) -> DistContext:
-    """Join the process group torchrun describes (WORLD_SIZE > 1), or return :data:`SINGLE`.
+    """Join the process group torchrun describes (WORLD_SIZE > 1), or a single process on ``device``.
 
-    NCCL on CUDA devices, gloo on the CPU. The timeout keeps a dead peer from hanging the job forever.
+    On CUDA each rank takes GPU ``LOCAL_RANK`` and the group is NCCL for CUDA tensors with gloo beside it for
+    CPU ones, so a CPU tensor that slips into a collective still has a backend; on the CPU it is gloo. The
+    timeout keeps a dead peer from hanging the job forever.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
-        return SINGLE
+        return DistContext(device=device)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
+        backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
         # long enough for rank 0's kNN monitor or checkpoint while the others wait in a collective
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=60))
-
-    return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, device)
 
 
 def teardown(ctx: DistContext, release: Callable[[], None] | None = None) -> None:

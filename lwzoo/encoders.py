@@ -18,7 +18,7 @@ import torch.nn as nn
 from .archs import Arch, create_backbone, default_recipe_name, get_arch
 from .checkpoint import LAST, load_checkpoint
 from .errors import LwzooError
-from .hub_folder import WEIGHTS, load_backbone, read_hub_config, sha256_file
+from .hub_folder import WEIGHTS, load_backbone, read_hub_config, sha256_file, verify_checksum
 from .preprocess import Preprocess
 from .recipe import Recipe, load_recipe, recipe_from_dict
 from .runs import latest_checkpoint
@@ -126,7 +126,8 @@ def _from_export(folder: Path, weights: Path) -> Encoder:
     """An export folder (or its model.safetensors): the weights in timm's names plus config.json."""
     if not weights.is_file():
         raise LwzooError(f"'{weights}' does not exist")
-    arch, preprocess, _ = read_hub_config(folder)
+    arch, preprocess, config = read_hub_config(folder)
+    verify_checksum(weights, config)  # as lwzoo.load does: a damaged or edited file is not evaluated
     backbone = load_backbone(weights, arch)
     return Encoder(_freeze(backbone), arch, preprocess, str(weights), sha256_file(weights))
 

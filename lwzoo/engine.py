@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -14,7 +15,7 @@ from .checkpoint import FORMAT, rng_state, set_rng_state
 from .data import ImageSet
 from .distributed import SINGLE, DistContext
 from .errors import LwzooError
-from .losses import SmoothedInfoNCE
+from .losses import SmoothedInfoNCE, smoothed_infonce
 from .moco import MoCo, QueryEncoder
 from .recipe import Recipe
 from .schedules import alpha_at, cosine_lr, momentum_at
@@ -46,28 +47,68 @@ def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: boo
 def moco_step(
     model: MoCo,
     query: nn.Module,
-    criterion: SmoothedInfoNCE,
+    criterion: SmoothedInfoNCE | Callable[..., torch.Tensor],
     x1: torch.Tensor,
     x2: torch.Tensor,
-    alpha: float,
+    alpha: float | torch.Tensor,
     symmetric: bool,
-    shuffle: torch.Generator,
+    shuffles: list[torch.Tensor] | None = None,
     ctx: DistContext = SINGLE,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Loss and the keys to enqueue (from every rank) for one pair of views (N, 3, H, W).
 
-    ``query`` is a :class:`QueryEncoder` (DDP-wrapped under torchrun); ``shuffle`` draws the key
-    shuffle and must be seeded alike on every rank.
+    ``query`` is a :class:`QueryEncoder` (DDP-wrapped under torchrun); ``criterion(q, k, queue, alpha)``
+    a :class:`SmoothedInfoNCE` or, compiled, :func:`alpha_as_tensor` of one. ``shuffles`` are the key
+    shuffles of x2 and then x1 (:meth:`MoCo.key_shuffle`, drawn alike on every rank; None draws them
+    from torch's global generator). They come in as tensors rather than a generator so the step has
+    no generator in it, which torch.compile cannot trace.
     """
+    if shuffles is None:
+        shuffles = [model.key_shuffle(len(x1), None, ctx) for _ in range(2)]
     queue = model.queue.keys  # K x D, this step's negatives; pushed to only after the backward pass
     if not symmetric:
         (q1,) = query(x1)  # N x D
-        k2 = model.keys(x2, shuffle, ctx)  # N x D
+        k2 = model.shuffled_keys(x2, shuffles[0], ctx)  # N x D
         return criterion(q1, k2, queue, alpha), ctx.gather(k2)  # keys: W*N x D
     q1, q2 = query(x1, x2)
-    k2, k1 = model.keys(x2, shuffle, ctx), model.keys(x1, shuffle, ctx)
+    k2, k1 = model.shuffled_keys(x2, shuffles[0], ctx), model.shuffled_keys(x1, shuffles[1], ctx)
     loss = criterion(q1, k2, queue, alpha) + criterion(q2, k1, queue, alpha)
     return loss, ctx.gather(torch.cat([k1, k2]))  # keys: W*2N x D
+
+
+def _compiled(fn: Callable[..., Any], mode: str, fullgraph: bool) -> Callable[..., Any]:
+    """``torch.compile(fn)``, with a failure to build it (no C++ compiler on the CPU, no Triton on a GPU)
+    reported as one line."""
+    compiled = torch.compile(fn, mode=mode, fullgraph=fullgraph)
+
+    def call(*args: Any) -> Any:
+        try:
+            return compiled(*args)
+        except torch._dynamo.exc.BackendCompilerFailed as e:  # torch has no public name for it
+            reason = str(e).strip().splitlines()[-1][:300]
+            raise LwzooError(
+                f"torch.compile could not build the training step ({reason}); train eager: --set train.compile=false"
+            ) from None
+
+    return call
+
+
+def alpha_as_tensor(criterion: SmoothedInfoNCE) -> Callable[..., torch.Tensor]:
+    """``criterion`` taking alpha as a 0-d tensor, for the compiled step, where a float alpha that moves
+    (``loss.alpha_schedule: cosine``) would be a new constant, and a recompile, at every step.
+
+    Smoothed InfoNCE's target, (1 - alpha) e_0 + alpha s, is linear in alpha and the loss is linear in the
+    target, so ``L(alpha) = (1 - alpha) L(0) + alpha L(1)`` exactly; inductor computes the logits and log-softmax
+    the two terms share once.
+    """
+
+    def loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        t, topk = criterion.temperature, criterion.topk
+        return torch.lerp(
+            smoothed_infonce(q, k, queue, t, 0.0, topk), smoothed_infonce(q, k, queue, t, 1.0, topk), alpha
+        )
+
+    return loss
 
 
 def step_generator(device: torch.device, seed: int, step: int, stream: int = 0) -> torch.Generator:
@@ -83,7 +124,7 @@ class Engine:
 
     Args:
         arch: the backbone.
-        recipe: the resolved recipe.
+        recipe: the resolved recipe; with ``train.compile`` the step runs as torch.compile'd graphs.
         steps_per_epoch: optimizer steps in one pass over the data.
         seed: seeds the initialisation (and, through :func:`step_generator`, every step's randomness).
         device: where to train.
@@ -100,6 +141,8 @@ class Engine:
     ) -> None:
         r = self.recipe = recipe
         self.arch, self.seed, self.device, self.ctx = arch, seed, device, ctx
+        if r.train.compile and ctx.enabled:  # DDP's bucketed all-reduce inside compiled graphs is untested here
+            raise LwzooError("train.compile is for one process; with --nproc, train with --set train.compile=false")
 
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = r.train.epochs * steps_per_epoch
@@ -128,6 +171,15 @@ class Engine:
         self.augment = TwoViewAugment(r.augment, channels_last=True).to(device)
         self.step = 0
         self.last_schedule: dict[str, float] = {}
+        self._forward, self._update, self._loss = self._loss_and_keys, self._apply_gradients, self.criterion
+        if r.train.compile:
+            # Around the backward pass: EMA + forward + loss in one graph (fullgraph: no part of it may
+            # fall back to eager), with its compiled backward; then optimizer step + queue push, which
+            # torch.optim splits at the step on purpose. Schedules enter as 0-d device tensors (_scalars).
+            self._forward = _compiled(self._loss_and_keys, r.train.compile, fullgraph=True)
+            self._update = _compiled(self._apply_gradients, r.train.compile, fullgraph=False)
+            self._loss = alpha_as_tensor(self.criterion)
+            self._scalar_tensors = {k: torch.zeros((), device=device) for k in ("lr", "alpha", "momentum")}
 
     def schedules(self) -> dict[str, float]:
         """This step's lr, alpha and key-encoder momentum."""
@@ -138,35 +190,60 @@ class Engine:
             "momentum": momentum_at(s, total, r.moco.momentum, r.moco.momentum_schedule),
         }
 
-    def train_step(self, images: torch.Tensor) -> torch.Tensor:
-        """One MoCo step on a uint8 batch (B, 3, S, S); returns the detached loss."""
+    def train_step(self, images: torch.Tensor, aspects: torch.Tensor | None = None) -> torch.Tensor:
+        """One MoCo step on a uint8 batch (B, 3, S, S) and the originals' aspect ratios (B,) when the images are
+        stored whole (:meth:`ImageSet.batches`); returns the detached loss."""
         sched = self.last_schedule = self.schedules()
         aug, shuffle = self._generators(self.step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = sched["lr"]
-        x1, x2 = self.augment(images.to(self.device, non_blocking=True), aug)
+        x1, x2 = self.augment(images.to(self.device, non_blocking=True), aug, aspects)
+        # the key shuffles come from the step's generator here, outside what torch.compile captures
+        shuffles = [self.model.key_shuffle(len(x1), shuffle, self.ctx) for _ in range(1 + self.recipe.moco.symmetric)]
+        lr, alpha, momentum = self._scalars(sched)
+        if self.recipe.train.compile:
+            torch.compiler.cudagraph_mark_step_begin()  # CUDA graphs may reuse the last step's outputs' memory
 
-        self.model.update_key_encoder(sched["momentum"])
-        with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
-            loss, keys = moco_step(
-                self.model,
-                self.query,
-                self.criterion,
-                x1,
-                x2,
-                sched["alpha"],
-                self.recipe.moco.symmetric,
-                shuffle,
-                self.ctx,
-            )
-
+        loss, keys = self._forward(x1, x2, shuffles, alpha, momentum)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.model.queue.push(keys)
+        self._update(keys, lr)
         self.step += 1
-        return loss.detach()
+        return loss.detach().clone() if self.recipe.train.compile else loss.detach()
+
+    def _loss_and_keys(
+        self,
+        x1: torch.Tensor,
+        x2: torch.Tensor,
+        shuffles: list[torch.Tensor],
+        alpha: float | torch.Tensor,
+        momentum: float | torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The key encoder's EMA update, then the loss and the keys to enqueue."""
+        self.model.update_key_encoder(momentum)
+        with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+            symmetric = self.recipe.moco.symmetric
+            return moco_step(self.model, self.query, self._loss, x1, x2, alpha, symmetric, shuffles, self.ctx)
+
+    def _apply_gradients(self, keys: torch.Tensor, lr: float | torch.Tensor) -> None:
+        """The optimizer step at ``lr``, then this step's keys into the queue (only now: the backward
+        pass needed the queue as it was)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        if self.amp is torch.float16:  # loss scaling (GPUs without bf16), which torch.compile does not trace
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.model.queue.push(keys)
+
+    def _scalars(self, sched: dict[str, float]) -> tuple[float | torch.Tensor, ...]:
+        """lr, alpha and key momentum as the step takes them: floats when eager; when compiled, 0-d device
+        tensors filled in place, so schedules that move every step are data to the graphs rather than
+        constants that recompile them."""
+        if not self.recipe.train.compile:
+            return sched["lr"], sched["alpha"], sched["momentum"]
+        for key, value in self._scalar_tensors.items():
+            value.fill_(sched[key])
+        return tuple(self._scalar_tensors.values())
 
     def _generators(self, key: int) -> tuple[torch.Generator, torch.Generator]:
         """(augmentation, key shuffle): one generator in a single process; under DDP each rank augments
@@ -184,9 +261,9 @@ class Engine:
         while need > 0:
             passes += 1
             batches = images.batches(batch_size, -passes, self.seed, rank=ctx.rank, world_size=ctx.world_size)
-            for i, batch in enumerate(batches):
+            for i, (batch, aspects) in enumerate(batches):
                 aug, shuffle = self._generators(2**31 + passes * 100_003 + i)  # no training step's seed
-                x1, _ = self.augment(batch.to(self.device, non_blocking=True), aug)
+                x1, _ = self.augment(batch.to(self.device, non_blocking=True), aug, aspects)
                 self.model.queue.push(ctx.gather(self.model.keys(x1, shuffle, ctx)))
                 need -= len(batch) * ctx.world_size
                 if need <= 0:

@@ -22,12 +22,12 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .augment import crop_boxes, resized_crop
-from .checkpoint import atomic_write_text
 from .data import BUILTIN, ImageSet, is_builtin, load_images
 from .encoders import Encoder, load_encoder, random_encoder
 from .engine import resolve_device
 from .errors import LwzooError
 from .features import Features, extract_features
+from .files import atomic_write_text
 from .runs import runs_root
 from .version import __version__
 

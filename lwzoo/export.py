@@ -22,20 +22,26 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoint import LAST, atomic_write_text, replace_dir
+from .checkpoint import LAST
 from .config import apply_overrides, build, field_types, read_yaml
 from .data import load_images
 from .encoders import Encoder, load_encoder
 from .errors import LwzooError
-from .hub_folder import record_checksums, write_hub_folder
+from .files import atomic_write_text, check_writable_dir, remove_stale_temps, replace_dir
+from .hub_folder import CONFIG, WEIGHTS, record_checksums, write_hub_folder
 from .preprocess import Preprocess
 from .resources import resource_dir
 from .runs import latest_checkpoint
 from .version import __version__
-from .zoo import add_local
+from .zoo import add_local, check_name
 
 ONNX = "model.onnx"
 ONNX_INT8 = "model.int8.onnx"
+EXPORT_JSON = "export.json"
+# Everything an export folder may hold; `hub/` is the folder `lwzoo publish --dry-run` assembles in it.
+EXPORT_FILES = frozenset(
+    {CONFIG, WEIGHTS, ONNX, ONNX_INT8, "recipe.yaml", "metrics.jsonl", "evals.json", EXPORT_JSON, "hub"}
+)
 
 
 @dataclass(frozen=True)
@@ -306,8 +312,12 @@ def export(
     if image_size is not None:
         overrides["image_size"] = image_size
     prof = load_profile(profile, overrides)
+    if name is not None:
+        check_name(name)  # before the work, not after it
     if prof.int8.enabled and not prof.onnx:
-        raise LwzooError("int8 quantisation works on the ONNX graph; drop --safetensors-only or add --onnx")
+        raise LwzooError(
+            f"export profile '{prof.name}' enables int8 but not onnx; int8 quantises the ONNX graph, so add --onnx"
+        )
 
     ckpt_path = Path(checkpoint) if checkpoint is not None else latest_checkpoint()
     if checkpoint is None:
@@ -319,23 +329,58 @@ def export(
     encoder = load_encoder(ckpt_path)
     p = encoder.preprocess
     preprocess = Preprocess(prof.image_size or p.image_size, p.crop_pct, p.mean, p.std, p.interpolation)
-    out_dir = Path(out) if out is not None else ckpt_path.parent / "export"
-    if out_dir.exists() and not force:
-        raise LwzooError(f"'{out_dir}' already exists; pass --force to replace it, or choose another --out")
+    out_dir = Path(out).expanduser() if out is not None else ckpt_path.parent / "export"
+    _check_out(out_dir, force)
 
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    remove_stale_temps(out_dir.parent, of=out_dir.name)  # what an export killed mid-write left
     try:
         result = _write_export(encoder, ckpt_path, preprocess, prof, tmp, calib_data, eval_data, say)
+        result.out_dir = out_dir
+        atomic_write_text(tmp / EXPORT_JSON, json.dumps(result.to_dict(), indent=1) + "\n")
         replace_dir(tmp, out_dir)  # the old export survives until the new one is complete
+    except OSError as e:
+        raise LwzooError(
+            f"cannot write the export to '{out_dir}' ({e.strerror or type(e).__name__}); "
+            "free some space or choose another --out"
+        ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    result.out_dir = out_dir
-    atomic_write_text(out_dir / "export.json", json.dumps(result.to_dict(), indent=1) + "\n")
     say(_report(result))
     if name is not None:
         say(f"added to the local zoo: {add_local(name, out_dir)} (lwzoo.load({name!r}))")
     return result
+
+
+def _check_out(out_dir: Path, force: bool) -> None:
+    """Refuse an ``--out`` whose contents an export would destroy: ``force`` replaces an earlier lwzoo
+    export and nothing else (not a run folder, not a folder of the user's own files, not a file)."""
+    check_writable_dir(out_dir.parent, "export")
+    if out_dir.is_file():
+        raise LwzooError(f"--out '{out_dir}' is a file; an export is a folder, so choose another --out")
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    if not force:
+        raise LwzooError(f"'{out_dir}' already exists; pass --force to replace it, or choose another --out")
+    if not is_export_dir(out_dir):
+        raise LwzooError(
+            f"--force replaces only an earlier lwzoo export, and '{out_dir}' is not one (it has no {EXPORT_JSON}); "
+            "choose another --out"
+        )
+    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in EXPORT_FILES)
+    if foreign:
+        raise LwzooError(
+            f"--force would delete files in '{out_dir}' that lwzoo export did not write ({', '.join(foreign[:3])}"
+            f"{', ...' if len(foreign) > 3 else ''}); move them out or choose another --out"
+        )
+
+
+def is_export_dir(folder: Path) -> bool:
+    """Whether ``folder`` is a folder ``lwzoo export`` wrote (it has the export report and an lwzoo config)."""
+    try:
+        return (folder / EXPORT_JSON).is_file() and "lwzoo" in json.loads((folder / CONFIG).read_text())
+    except (OSError, ValueError):
+        return False
 
 
 def _metadata(encoder: Encoder, preprocess: Preprocess) -> dict[str, str]:
@@ -369,7 +414,7 @@ def _write_export(encoder, ckpt_path, preprocess, prof, tmp, calib_data, eval_da
     }
     write_hub_folder(tmp, encoder.backbone, encoder.arch, preprocess, metadata, training)
     if not prof.safetensors:
-        (tmp / "model.safetensors").unlink()
+        (tmp / WEIGHTS).unlink()
     if encoder.recipe is not None:
         atomic_write_text(tmp / "recipe.yaml", encoder.recipe.to_yaml())
     run_dir = ckpt_path.parent

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from .archs import Arch, get_arch
 from .errors import LwzooError
+from .files import public_mode
 from .preprocess import Preprocess
 
 WEIGHTS = "model.safetensors"
@@ -55,6 +56,7 @@ def write_hub_folder(
     dest.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
     save_file(state, str(dest / WEIGHTS), metadata={k: str(v) for k, v in metadata.items()})
+    public_mode(dest / WEIGHTS)  # safetensors writes 0600; every other file of the folder is 0644
     extra = {"lwzoo_version": metadata.get("lwzoo_version"), "training": training or {}}
     (dest / CONFIG).write_text(json.dumps(hub_config(arch, preprocess, extra), indent=2) + "\n")
     return [dest / WEIGHTS, dest / CONFIG]

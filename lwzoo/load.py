@@ -7,7 +7,6 @@ is an error, not silent garbage.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +15,12 @@ import torch
 from PIL import Image
 
 from .archs import Arch
-from .data import to_square
+from .engine import resolve_device
 from .errors import LwzooError
 from .hub_folder import CONFIG, WEIGHTS, load_backbone, read_hub_config, verify_checksum
-from .preprocess import Preprocess
-from .zoo import ZOO, get_entry, local_models, local_zoo_dir
+from .preprocess import Preprocess, eval_square
+from .publish import validate_repo_id
+from .zoo import ZOO, get_entry, local_models, local_zoo_dir, unpublished_error
 
 ONNX = "model.onnx"
 
@@ -57,7 +57,7 @@ class FeatureExtractor:
         pil = [_to_pil(x) for x in _as_list(images)]
         if not pil:
             raise LwzooError("preprocess got no images")
-        squares = torch.stack([to_square(img, self.config.decode_size) for img in pil])  # N x 3 x D x D uint8
+        squares = torch.stack([eval_square(img, self.config.decode_size) for img in pil])  # N x 3 x D x D uint8
         return self.config(squares).contiguous()
 
     @torch.no_grad()
@@ -104,44 +104,14 @@ def _to_pil(x: Any) -> Image.Image:
 
 def _hub_files(repo_id: str, revision: str, filenames: tuple[str, ...]) -> Path:
     """Download (or find in the cache) files of a Hub repo; returns the snapshot folder."""
-    from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from .hub_client import download
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") or constants.HF_HUB_OFFLINE
-    endpoint = (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
-    cache_dir = os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE
-    paths = []
-    for name in filenames:
-        try:
-            paths.append(
-                Path(
-                    hf_hub_download(
-                        repo_id,
-                        name,
-                        revision=revision,
-                        cache_dir=cache_dir,
-                        endpoint=endpoint,
-                        local_files_only=offline,
-                    )
-                )
-            )
-        except LocalEntryNotFoundError:
-            why = "HF_HUB_OFFLINE is set" if offline else f"{endpoint} could not be reached"
-            raise LwzooError(
-                f"{repo_id}/{name} is not in the Hugging Face cache ({cache_dir}) and {why}; "
-                "download it once with network, or use a local export folder"
-            ) from None
-        except RepositoryNotFoundError:
-            raise LwzooError(f"the Hub has no model repository '{repo_id}' (or it is private: set HF_TOKEN)") from None
-        except EntryNotFoundError:
-            raise LwzooError(
-                f"'{repo_id}' has no {name}; it was not published by lwzoo, or without that file"
-            ) from None
-    return paths[0].parent
+    return download(repo_id, revision, filenames)
 
 
 def resolve(name_or_repo_or_path: str | Path) -> tuple[Path | None, str | None, str]:
-    """(local folder, None, revision) or (None, repo id, revision) for a zoo name, repo id or path."""
+    """(local folder, None, revision) or (None, repo id, revision) for a path, a local zoo name, a published
+    zoo name or a Hub repo id (``org/name[@revision]``), tried in that order."""
     text = str(name_or_repo_or_path)
     path = Path(text).expanduser()
     if path.exists():
@@ -153,9 +123,20 @@ def resolve(name_or_repo_or_path: str | Path) -> tuple[Path | None, str | None, 
         return local_zoo_dir() / text, None, ""
     if text in ZOO:
         entry = ZOO[text]
+        if not entry.published:  # no download or token can fetch weights that do not exist
+            raise unpublished_error(entry)
         return None, entry.repo_id, entry.revision
-    repo, _, revision = text.partition("@")
-    if repo.count("/") == 1 and not text.startswith((".", "/")):
+    if "/" in text:
+        repo, at, revision = text.partition("@")
+        try:
+            validate_repo_id(repo)
+            if at and not revision:
+                raise LwzooError("empty revision")
+        except LwzooError:
+            raise LwzooError(
+                f"'{text}' is not a valid Hub repo id (ORG/NAME or ORG/NAME@REVISION), nor a local export folder; "
+                "check the spelling or the path"
+            ) from None
         return None, repo, revision or "main"
     get_entry(text)  # raises with close matches
     raise AssertionError
@@ -193,7 +174,7 @@ def load(
         except Exception as e:  # onnxruntime raises its own types for unreadable graphs
             raise LwzooError(f"onnxruntime cannot load '{weights}': {str(e).splitlines()[0]}") from None
         return FeatureExtractor(arch, preprocess, "onnx", session, source, torch.device("cpu"))
-    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = resolve_device(device if device is not None else "auto")
     model = load_backbone(weights, arch).eval().to(dev, memory_format=torch.channels_last)
     model.requires_grad_(False)
     return FeatureExtractor(arch, preprocess, "torch", model, source, dev)

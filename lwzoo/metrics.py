@@ -47,8 +47,14 @@ class MetricsLog:
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
                     self._tb.add_scalar(f"{kind}/{key}", value, step)
 
+    def __enter__(self) -> MetricsLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
-        if not self.enabled:
+        if not self.enabled or self._file.closed:
             return
         self._file.close()
 

@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .distributed import SINGLE, DistContext
+from .split_bn import split_batchnorm
 
 
 class Projector(nn.Sequential):
@@ -61,9 +62,9 @@ class QueryEncoder(nn.Module):
 
 
 @torch.no_grad()
-def update_momentum(online: nn.Module, target: nn.Module, m: float) -> None:
+def update_momentum(online: nn.Module, target: nn.Module, m: float | torch.Tensor) -> None:
     """EMA of parameters, ``target = m * target + (1 - m) * online``. Buffers (BN statistics) are
-    not averaged: the key encoder keeps its own, as in MoCo."""
+    not averaged: the key encoder keeps its own, as in MoCo. ``m`` may be a 0-d tensor (the compiled step)."""
     t_params = [p for p in target.parameters()]
     o_params = [p.detach() for p in online.parameters()]
     torch._foreach_lerp_(t_params, o_params, 1.0 - m)
@@ -72,13 +73,17 @@ def update_momentum(online: nn.Module, target: nn.Module, m: float) -> None:
 class MoCo(nn.Module):
     """Query encoder ``backbone -> projector``, momentum key encoder, and the key queue.
 
+    The key encoder is a copy of the query encoder whose BatchNorm layers are
+    :class:`~lwzoo.split_bn.SplitBatchNorm2d` (same parameter and buffer names, so the state dict
+    and :func:`update_momentum` see the plain layout).
+
     Args:
         backbone: a timm model built with ``num_classes=0`` (forward gives pooled features).
         feature_dim: the backbone's feature width.
         dim: embedding width.
         mlp_hidden: projector hidden width.
         queue_size: K.
-        key_bn_splits: sub-batches the key encoder's BatchNorm sees (see :meth:`keys`).
+        key_bn_splits: groups the key encoder's BatchNorm normalises separately (see :meth:`keys`).
     """
 
     def __init__(
@@ -97,6 +102,8 @@ class MoCo(nn.Module):
         self.key_encoder.requires_grad_(False)
         self.queue = KeyQueue(queue_size, dim)
         self.key_bn_splits = key_bn_splits
+        self._key_bn_groups = key_bn_splits
+        split_batchnorm(self.key_encoder, key_bn_splits)
 
     def query(self, x: torch.Tensor) -> torch.Tensor:
         """L2-normalised query embeddings, (N, 3, H, W) -> (N, dim)."""
@@ -112,36 +119,57 @@ class MoCo(nn.Module):
         a query and its key are normalised with the same batch statistics, which leaks a signature
         the model can match instead of learning content (MoCo section 3.3). MoCo shuffles keys
         across GPUs so each GPU's BN sees a different subset. Here the key batch is shuffled and
-        run as ``key_bn_splits`` separate forwards, so each key's BN statistics come from a random
-        subset unlike the query's full batch. Chunked forwards rather than swapped-in split-BN
-        layers keep the key encoder an exact structural copy of the query encoder, for any timm
-        backbone.
+        its BatchNorm statistics are taken over ``key_bn_splits`` groups of consecutive shuffled
+        keys, so each key's statistics come from a random subset unlike the query's full batch. The
+        split BatchNorm layers do it in one forward; a batch that does not split into equal groups (a
+        batch size ``key_bn_splits`` does not divide, or a short batch after unreadable images) runs as
+        ``x.chunk(key_bn_splits)``, one forward per chunk, as before split BatchNorm.
 
         Under DDP it is MoCo's real shuffle-BN: the keys' inputs are gathered from every rank,
         permuted with a permutation every rank draws alike (``generator`` must be seeded the same on
-        all ranks), sharded back, encoded (``key_bn_splits / world_size`` sub-batches per rank) and
+        all ranks), sharded back, encoded (``key_bn_splits / world_size`` groups per rank) and
         gathered again to undo the permutation.
         """
-        if ctx.enabled:
-            return self._keys_shuffled_across_ranks(x, generator, ctx)
-        n = len(x)
+        return self.shuffled_keys(x, self.key_shuffle(len(x), generator, ctx), ctx)
 
-        perm = torch.randperm(n, device=x.device, generator=generator)
-        chunks = x[perm].chunk(self.key_bn_splits)
-        k = torch.cat([self.key_encoder(c) for c in chunks])  # N x dim, shuffled
+    def key_shuffle(self, n: int, generator: torch.Generator | None = None, ctx: DistContext = SINGLE) -> torch.Tensor:
+        """The permutation :meth:`keys` draws for n keys per rank: (world_size * n,), the same on every
+        rank when ``generator`` is seeded alike. Drawn apart from :meth:`shuffled_keys` so a compiled
+        step can take it as an input."""
+        return torch.randperm(n * ctx.world_size, device=self.queue.keys.device, generator=generator)
+
+    @torch.no_grad()
+    def shuffled_keys(self, x: torch.Tensor, perm: torch.Tensor, ctx: DistContext = SINGLE) -> torch.Tensor:
+        """:meth:`keys` with its permutation ``perm`` (from :meth:`key_shuffle`) given."""
+        if ctx.enabled:
+            return self._keys_shuffled_across_ranks(x, perm, ctx)
+        k = self._encode_keys(x[perm], self.key_bn_splits)  # N x dim, shuffled
         k = k[torch.argsort(perm)]
         return F.normalize(k.float(), dim=1)
 
-    def _keys_shuffled_across_ranks(self, x: torch.Tensor, generator: torch.Generator | None, ctx: DistContext):
+    def _keys_shuffled_across_ranks(self, x: torch.Tensor, perm: torch.Tensor, ctx: DistContext) -> torch.Tensor:
         n = len(x)
         x_all = ctx.gather(x)  # W*N x 3 x H x W, rank order
-        perm = torch.randperm(len(x_all), device=x.device, generator=generator)  # identical on every rank
         mine = x_all[perm.view(ctx.world_size, n)[ctx.rank]]  # this rank's shuffled shard, N x 3 x H x W
-        splits = max(1, self.key_bn_splits // ctx.world_size)
-        k_all = ctx.gather(torch.cat([self.key_encoder(c) for c in mine.chunk(splits)]))  # W*N x dim, perm order
+        groups = max(1, self.key_bn_splits // ctx.world_size)
+        k_all = ctx.gather(self._encode_keys(mine, groups))  # W*N x dim, perm order
         k = k_all[torch.argsort(perm)].view(ctx.world_size, n, -1)[ctx.rank]  # unshuffled, this rank's N
         return F.normalize(k.float(), dim=1)
 
-    def update_key_encoder(self, m: float) -> None:
+    def _encode_keys(self, x: torch.Tensor, groups: int) -> torch.Tensor:
+        """The key encoder on x (N, 3, H, W) with BatchNorm statistics per group of N/groups consecutive
+        samples; (N, dim)."""
+        if len(x) % groups:  # uneven groups: as many forwards, as before split BatchNorm
+            self._set_key_bn_groups(1)
+            return torch.cat([self.key_encoder(c) for c in x.chunk(groups)])
+        self._set_key_bn_groups(groups)
+        return self.key_encoder(x)
+
+    def _set_key_bn_groups(self, groups: int) -> None:
+        if groups != self._key_bn_groups:
+            split_batchnorm(self.key_encoder, groups)
+            self._key_bn_groups = groups
+
+    def update_key_encoder(self, m: float | torch.Tensor) -> None:
 
         update_momentum(nn.Sequential(self.backbone, self.projector), self.key_encoder, m)

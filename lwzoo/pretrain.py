@@ -4,13 +4,14 @@ atomic checkpoints, exact resume and clean stops on Ctrl-C or SIGTERM."""
 from __future__ import annotations
 
 import math
+import shutil
 import signal
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +19,19 @@ import torch
 from tqdm.auto import tqdm
 
 from .archs import Arch, default_recipe_name, get_arch
-from .checkpoint import LAST, atomic_copy, atomic_save, atomic_write_text, load_checkpoint
+from .checkpoint import LAST, atomic_save, load_checkpoint
 from .config import parse_overrides
 from .data import BUILTIN, ImageSet, default_workers, is_builtin, load_images
 from .distributed import DistContext, from_environment, teardown
 from .engine import Engine, resolve_device
 from .errors import LwzooError
 from .features import compute_features
+from .files import RunLock, atomic_copy, atomic_write_text, check_writable_dir, remove_stale_temps
 from .metrics import MetricsLog
 from .preprocess import Preprocess
-from .recipe import Recipe, load_recipe, recipe_from_dict
+from .progress import LineProgress, fmt_time
+from .progress import mode as progress_mode
+from .recipe import Recipe, default_decode_size, fit_queue_to_data, load_recipe, recipe_from_dict
 from .runs import latest_checkpoint, new_run_dir
 from .version import __version__
 
@@ -65,6 +69,7 @@ class _Plan:
     data: str | Path | None
     out_dir: Path
     ckpt: dict[str, Any] | None
+    notes: tuple[str, ...] = ()  # what lwzoo changed in the recipe for this run, and why
 
 
 def _plan(
@@ -77,32 +82,29 @@ def _plan(
     out: str | Path | None,
     resume: str | Path | bool | None,
     seed: int,
+    ctx: DistContext,
+    held: ExitStack,
 ) -> _Plan:
-    """Resolve what to run: a fresh run from a recipe, or the run a checkpoint continues."""
+    """Resolve what to run, a fresh run from a recipe or the run a checkpoint continues, and lock its
+    folder (``held`` releases the lock) before anything in it is read or written."""
     spec = get_arch(arch)
     if not resume:
-        if isinstance(overrides, list):
-            overrides = parse_overrides(overrides)
-        overrides = dict(overrides or {})
-        if epochs is not None:
-            overrides["train.epochs"] = epochs
-        if batch_size is not None:
-            overrides["train.batch_size"] = batch_size
-        resolved = load_recipe(recipe if recipe is not None else default_recipe_name(spec, data), overrides)
+        resolved, notes = _fresh_recipe(spec, recipe, overrides, data, epochs, batch_size)
         out_dir = Path(out) if out is not None else new_run_dir(spec.name, resolved.name)
+        out_dir = ctx.broadcast(out_dir)  # one run folder name for every rank
+        _lock(out_dir, ctx, held)
         if (out_dir / LAST).exists():
             raise LwzooError(f"'{out_dir}' already holds a run; add --resume to continue it, or choose another --out")
-        return _Plan(spec, resolved, seed, data, out_dir, None)
+        return _Plan(spec, resolved, seed, data, out_dir, None, notes)
 
     if recipe is not None or overrides or epochs is not None or batch_size is not None:
         raise LwzooError(
             "--resume continues a run with the recipe saved in its checkpoint; "
-            "drop --recipe/--set/--epochs/--batch-size, or start a new run without --resume"
+            "drop --recipe/--set/--epochs/--batch-size/--compile, or start a new run without --resume"
         )
-    if resume is True or str(resume) in ("last", "auto"):
-        path = Path(out) / LAST if out is not None else latest_checkpoint(spec.name)
-    else:
-        path = Path(resume) / LAST if Path(resume).is_dir() else Path(resume)
+    path = _resume_path(spec, out, resume)
+    out_dir = Path(out) if out is not None else path.parent
+    _lock(out_dir, ctx, held)
     ckpt = load_checkpoint(path)
     if ckpt["arch"] != spec.name:
         raise LwzooError(
@@ -113,9 +115,78 @@ def _plan(
         recipe_from_dict(ckpt["recipe"], source=str(path)),
         ckpt["seed"],
         data if data is not None else ckpt["data"]["spec"],  # --data may point at data that moved
-        Path(out) if out is not None else path.parent,
+        out_dir,
         ckpt,
     )
+
+
+def _fresh_recipe(
+    spec: Arch,
+    recipe: str | Path | None,
+    overrides: dict[str, Any] | list[str] | None,
+    data: str | Path | None,
+    epochs: int | None,
+    batch_size: int | None,
+) -> tuple[Recipe, tuple[str, ...]]:
+    """The recipe with the user's overrides. A run shorter than the recipe's warmup gets the warmup scaled
+    by the same factor as the run (a user's first short try is not refused), and a note saying so."""
+    overrides = dict(parse_overrides(overrides) if isinstance(overrides, list) else overrides or {})
+    if epochs is not None:
+        overrides["train.epochs"] = epochs
+    if batch_size is not None:
+        overrides["train.batch_size"] = batch_size
+    name = recipe if recipe is not None else default_recipe_name(spec, data)
+    new_epochs = overrides.get("train.epochs")
+    if "optim.warmup_epochs" not in overrides and isinstance(new_epochs, int) and new_epochs >= 1:
+        base = load_recipe(name, {k: v for k, v in overrides.items() if k != "train.epochs"})
+        warmup, old_epochs = base.optim.warmup_epochs, base.train.epochs
+        if warmup >= new_epochs:
+            scaled = warmup * new_epochs / old_epochs
+            resolved = load_recipe(name, {**overrides, "optim.warmup_epochs": scaled})
+            note = (
+                f"optim.warmup_epochs {warmup:g} scaled to {scaled:.3g}: {new_epochs} epochs are not longer than "
+                f"the recipe's warmup, so it keeps its share of the schedule ({warmup:g} of {old_epochs})"
+            )
+            return resolved, (note,)
+    return load_recipe(name, overrides), ()
+
+
+def _resume_path(spec: Arch, out: str | Path | None, resume: str | Path | bool) -> Path:
+    """The checkpoint ``--resume`` names: the newest run (of ``out`` when given), a run folder or a file."""
+    if resume is True or str(resume) in ("last", "auto"):
+        path = Path(out) / LAST if out is not None else latest_checkpoint(spec.name)
+    else:
+        path = Path(resume) / LAST if Path(resume).is_dir() else Path(resume)
+    if not path.exists() and path.name == LAST and path.parent.is_dir():
+        raise LwzooError(
+            f"run folder '{path.parent}' has no checkpoint yet: its run stopped before the first save (the end of "
+            f"epoch 1, --until-step or Ctrl-C); start it again without --resume: "
+            f"lwzoo pretrain {spec.name} --out {path.parent} (with the options it had)"
+        )
+    return path
+
+
+def _remove_if_unused(folder: Path) -> None:
+    if folder.is_dir() and all(p.name == RunLock.NAME for p in folder.iterdir()):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _lock(out_dir: Path, ctx: DistContext, held: ExitStack) -> None:
+    """Take the run folder's lock (rank 0 takes it for the job); every rank raises if it is held elsewhere."""
+    error = None
+    if ctx.is_main:
+        try:
+            check_writable_dir(out_dir, "run")
+            if not out_dir.exists():  # a run refused before it wrote anything leaves no empty folder behind
+                held.callback(_remove_if_unused, out_dir)
+            held.enter_context(RunLock(out_dir))
+        except LwzooError as e:
+            error = str(e)
+        except OSError as e:
+            error = f"cannot create the run folder '{out_dir}' ({e.strerror or type(e).__name__}); choose another --out"
+    error = ctx.broadcast(error)
+    if error:
+        raise LwzooError(error)
 
 
 class _Stop:
@@ -201,12 +272,6 @@ class _LossMeter:
         return mean
 
 
-def _fmt_time(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
-
-
 def _header(plan: _Plan, engine: Engine, images: ImageSet) -> str:
     r, a = plan.recipe, plan.arch
     amp = f"AMP {str(engine.amp).removeprefix('torch.')}" if engine.amp else "fp32"
@@ -230,10 +295,225 @@ def _header(plan: _Plan, engine: Engine, images: ImageSet) -> str:
         f"{r.train.batch_size} images; lr {engine.base_lr:.4g} ({r.optim.lr:g} per {r.optim.lr_batch_size}), "
         f"warmup {engine.warmup_steps} steps",
     ]
+    lines += [f"note:   {note}" for note in plan.notes]
     if plan.ckpt is not None:
         lines.append(f"resume: from step {engine.step} ({engine.step // engine.steps_per_epoch} epochs done)")
     lines.append("recipe:\n  " + r.to_yaml().rstrip().replace("\n", "\n  "))
     return "\n".join(lines)
+
+
+def _load_data(plan: _Plan, device: torch.device) -> ImageSet:
+    """The training images, decoded; a set that fits in a quarter of free GPU memory moves to the GPU."""
+    r = plan.recipe
+    images = load_images(
+        plan.data,
+        r.data.decode_size or default_decode_size(r.augment.image_size),
+        in_memory_gb=r.data.in_memory_gb,
+        workers=r.data.workers,
+        whole=True,  # crops are drawn from the whole image, in its own frame
+    )
+    if device.type == "cuda" and images.images is not None:
+        free, _ = torch.cuda.mem_get_info(device)
+        if images.images.numel() < free // 4:  # decoded once, kept on the GPU as uint8, augmented there
+            images.images = images.images.to(device)
+            images.aspects = images.aspects.to(device) if images.aspects is not None else None
+    return images
+
+
+class _Run:
+    """One pretraining run in its (locked) folder: the data, the engine, and the hooks the loop calls at the
+    end of a log window and of an epoch (logging, the NaN check, the kNN monitor, checkpoints)."""
+
+    def __init__(
+        self,
+        plan: _Plan,
+        device: torch.device,
+        ctx: DistContext,
+        eval_every: int | None,
+        eval_data: str | Path | None,
+        verbose: bool,
+    ) -> None:
+        if eval_every is not None and eval_data is None and not is_builtin(plan.data):
+            raise LwzooError("--eval-every needs --eval-data DIR, a labelled held-out folder (DIR/<class>/<image>)")
+        if plan.recipe.train.batch_size % ctx.world_size:
+            raise LwzooError(
+                f"train.batch_size {plan.recipe.train.batch_size} must divide evenly over {ctx.world_size} processes "
+                "(it is the global batch; each process takes batch_size / world_size)"
+            )
+        images = _load_data(plan, device)
+        if plan.ckpt is None:  # a resumed run keeps the queue its checkpoint holds
+            recipe, note = fit_queue_to_data(plan.recipe, len(images))
+            plan = replace(plan, recipe=recipe, notes=(*plan.notes, note)) if note else plan
+        r = plan.recipe
+        steps_per_epoch = len(images) // r.train.batch_size
+        if steps_per_epoch == 0:
+            raise LwzooError(
+                f"batch size {r.train.batch_size} is larger than the {len(images)} images in {images.source}; "
+                "lower --batch-size or add images"
+            )
+        self.plan, self.images, self.ctx, self.eval_every, self.verbose = plan, images, ctx, eval_every, verbose
+        self.out_dir = plan.out_dir
+        self.monitor = (
+            _KnnMonitor(plan.data, eval_data, Preprocess.from_recipe(r), device) if eval_every and ctx.is_main else None
+        )
+        self.engine = Engine(plan.arch, r, steps_per_epoch, plan.seed, device, ctx)
+        self.meter, self.elapsed_before = _LossMeter(device, ctx), 0.0
+        if plan.ckpt is not None:
+            _restore(self.engine, plan.ckpt)
+            self.meter = _LossMeter(device, ctx, *plan.ckpt["epoch_loss"])
+            self.elapsed_before = plan.ckpt["elapsed_s"]
+        if ctx.is_main:
+            remove_stale_temps(self.out_dir)  # a save killed mid-write left a temp file; the lock says it is dead
+            atomic_write_text(self.out_dir / "recipe.yaml", r.to_yaml())
+        if verbose:
+            print(_header(plan, self.engine, images))
+        if plan.ckpt is None and r.moco.queue_init == "keys":
+            self.engine.fill_queue(images)
+        self.data_info = {
+            "spec": str(plan.data) if plan.data is not None else BUILTIN,
+            "source": images.source,
+            "size": images.size,
+            "num_images": len(images),
+            "classes": images.classes,
+            "skipped": len(images.skipped),
+        }
+        self.t_start = time.perf_counter()
+        # a fresh run drops rows an earlier run in this folder logged before dying unsaved
+        self.log = MetricsLog(self.out_dir, resume_step=self.engine.step, enabled=ctx.is_main)
+        self.progress = _progress_bar(self.engine, verbose)
+        self.last_loss = float("nan")
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.t_start
+
+    def save(self) -> None:
+        if not self.ctx.is_main:  # every rank holds the same weights and queue; one writes them
+            return
+        extra = {"data": self.data_info, "epoch_loss": [self.meter.epoch_sum, self.meter.epoch_count]}
+        extra |= {"elapsed_s": self.elapsed(), "world_size": self.ctx.world_size}
+        atomic_save({**self.engine.state_dict(), **extra}, self.out_dir / LAST)
+
+    def train(self, until_step: int | None) -> PretrainResult:
+        engine, r, ctx = self.engine, self.plan.recipe, self.ctx
+        stop_at = min(engine.total_steps, until_step) if until_step is not None else engine.total_steps
+        workers = default_workers() if r.data.workers is None else r.data.workers
+        interrupted = None
+        with self.log, self.progress, _stop_on_signals() as stop:
+            while engine.step < stop_at and interrupted is None:
+                epoch = engine.step // engine.steps_per_epoch
+                engine.model.train()
+                self.progress.set_description(f"epoch {epoch + 1}/{r.train.epochs}")
+                start, shard = engine.step % engine.steps_per_epoch, {"rank": ctx.rank, "world_size": ctx.world_size}
+                batches = self.images.batches(r.train.batch_size, epoch, self.plan.seed, start, workers, **shard)
+                for images, aspects in batches:
+                    self.meter.add(engine.train_step(images, aspects))
+                    self.progress.update(1)
+                    window_end = engine.step % r.train.log_every == 0 or engine.step == stop_at
+                    if window_end:
+                        self.end_window(epoch)
+                    interrupted = _stop_requested(stop, ctx, window_end)
+                    if engine.step >= stop_at or interrupted:
+                        break
+                self.meter.flush()
+                if engine.step % engine.steps_per_epoch == 0:
+                    self.end_epoch()
+            if engine.step % engine.steps_per_epoch != 0:  # stopped mid-epoch, by a signal or --until-step
+                self.save()
+        teardown(ctx, engine.release)
+        return self.summary(interrupted)
+
+    def end_window(self, epoch: int) -> None:
+        """Log the window's mean loss and throughput; stop on a non-finite loss."""
+        engine = self.engine
+        self.last_loss, n, seconds = self.meter.flush()
+        if not math.isfinite(self.last_loss):
+            last = self.out_dir / LAST
+            saved = f"the last checkpoint, {last}, is from before it" if last.is_file() else "no checkpoint was saved"
+            raise LwzooError(
+                f"the loss became {self.last_loss} at step {engine.step}; start a new run with a lower optim.lr "
+                f"or a higher moco.temperature ({saved})"
+            )
+        ips = n * self.plan.recipe.train.batch_size / seconds
+        sched = engine.last_schedule
+        self.log.log(
+            "step", engine.step, epoch=epoch, loss=self.last_loss, images_per_s=ips, elapsed_s=self.elapsed(), **sched
+        )
+        self.progress.set_postfix(loss=f"{self.last_loss:.3f}", lr=f"{sched['lr']:.3g}", img_s=f"{ips:.0f}")
+        if isinstance(self.progress, LineProgress):
+            self.progress.line()
+
+    def end_epoch(self) -> None:
+        """Log the epoch, run the kNN monitor when due, and save (keeping a copy every ``keep_every``)."""
+        r, engine = self.plan.recipe, self.engine
+        done, self.last_loss = engine.step // engine.steps_per_epoch, self.meter.end_epoch()
+        self.log.log("epoch", engine.step, epoch=done, loss=self.last_loss, elapsed_s=self.elapsed())
+        if self.verbose:
+            self.progress.write(f"epoch {done}/{r.train.epochs}: loss {self.last_loss:.4f}")
+        if self.monitor is not None and done % self.eval_every == 0:
+            top1 = self.monitor(engine.model.backbone)
+            self.log.log("eval", engine.step, epoch=done, knn_top1=top1)
+            self.progress.set_postfix(loss=f"{self.last_loss:.3f}", knn=f"{top1:.1f}")
+            if self.verbose:
+                self.progress.write(
+                    f"epoch {done}/{r.train.epochs}: kNN top-1 {top1:.2f}% on {self.monitor.val.source}"
+                )
+        self.save()
+        if r.train.keep_every and done % r.train.keep_every == 0 and self.ctx.is_main:
+            atomic_copy(self.out_dir / LAST, self.out_dir / f"checkpoint-epoch{done:04d}.pt")
+
+    def summary(self, interrupted: str | None) -> PretrainResult:
+        engine, out_dir = self.engine, self.out_dir
+        say = print if self.verbose else (lambda *_: None)
+        resume_hint = f"continue with: lwzoo pretrain {self.plan.arch.name} --resume {out_dir}"
+        if interrupted:
+            say(f"stopped by {interrupted} at step {engine.step}/{engine.total_steps}; checkpoint {out_dir / LAST}")
+            say(resume_hint)
+        elif engine.step < engine.total_steps:
+            say(f"paused at step {engine.step}/{engine.total_steps}; {resume_hint}")
+        elif self.plan.ckpt is not None and self.plan.ckpt["step"] == engine.total_steps:
+            say(f"done already: the run finished its {engine.total_steps} steps before; checkpoint {out_dir / LAST}")
+        else:
+            say(
+                f"done: {engine.total_steps} steps in {fmt_time(self.elapsed())}, final epoch loss {self.last_loss:.4f}"
+            )
+            say(f"checkpoint: {out_dir / LAST}")
+        return PretrainResult(out_dir, out_dir / LAST, engine.step, engine.total_steps, self.last_loss, interrupted)
+
+
+def _restore(engine: Engine, ckpt: dict[str, Any]) -> None:
+    try:
+        engine.load_state_dict(ckpt)
+    except (KeyError, RuntimeError, ValueError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise LwzooError(
+            f"the checkpoint does not fit this lwzoo's model ({reason}); resume it with the lwzoo version that "
+            "wrote it, or start a new run"
+        ) from None
+
+
+def _stop_requested(stop: _Stop, ctx: DistContext, window_end: bool) -> str | None:
+    """The signal to stop on, if any. Alone, every step; under DDP all ranks must agree on the step, which
+    costs a collective, so they agree once per log window."""
+    if not ctx.enabled:
+        return stop.signal
+    if window_end and ctx.any(stop.signal is not None):
+        return stop.signal or "SIGTERM"
+    return None
+
+
+def _progress_bar(engine: Engine, verbose: bool) -> tqdm | LineProgress:
+    """A bar on a terminal; in a file, a plain line per log window (no carriage-return frames)."""
+    how = progress_mode(sys.stdout)
+    if verbose and how == "bar":
+        return tqdm(total=engine.total_steps, initial=engine.step, unit="step", file=sys.stdout)
+    return LineProgress(
+        engine.total_steps,
+        unit="step",
+        initial=engine.step,
+        every_s=None,
+        file=sys.stdout,
+        disable=not verbose or how == "off",
+    )
 
 
 def pretrain(
@@ -260,9 +540,11 @@ def pretrain(
             ``demo`` recipe when training on the built-in data.
         overrides: dotted recipe keys to override, as a dict or ``["optim.lr=0.06", ...]``.
         data: a folder of images (searched recursively), or None / ``"builtin"`` for the demo set.
-        epochs, batch_size: shortcuts for ``train.epochs`` and ``train.batch_size``.
+        epochs, batch_size: shortcuts for ``train.epochs`` and ``train.batch_size``. Fewer epochs than the
+            recipe's warmup scale the warmup by the same factor (and say so).
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
-        out: the run folder. Default: ``runs/<arch>/<recipe>-<time>``.
+        out: the run folder. Default: ``runs/<arch>/<recipe>-<time>``. A process training into a folder
+            holds its lock; a second one is refused.
         resume: continue a run: True for the newest run of ``arch`` (or ``out``'s), or a checkpoint
             path or run folder. The recipe, seed and data come from the checkpoint.
         seed: seeds initialisation, data order and augmentation.
@@ -272,153 +554,19 @@ def pretrain(
             training data votes, ``eval_data`` (default: the built-in held-out split) is scored.
             The result goes to metrics.jsonl (``kind: eval``), TensorBoard and the progress line.
         eval_data: a labelled held-out folder for ``eval_every``.
-        verbose: print the recipe, a progress bar and a summary.
+        verbose: print the recipe, progress (a bar on a terminal, a line per log window in a file) and a summary.
     """
-    dev = resolve_device(device)
-    ctx = from_environment(dev)  # torchrun's process group, or a single process
-    if ctx.enabled and dev.type == "cuda":
-        dev = torch.device("cuda", ctx.local_rank)
-        torch.cuda.set_device(dev)
-    verbose = verbose and ctx.is_main
-    say = print if verbose else (lambda *_: None)
-    plan = _plan(arch, recipe, overrides, data, epochs, batch_size, out, resume, seed)
-    plan = ctx.broadcast(plan) if plan.ckpt is None else plan  # one run folder name for every rank
-
+    if until_step is not None and until_step < 1:
+        raise LwzooError(f"--until-step must be at least 1 (the first step), got {until_step}")
     if eval_every is not None and eval_every < 1:
         raise LwzooError(f"--eval-every must be at least 1 epoch, got {eval_every}")
-    if eval_every is not None and eval_data is None and not is_builtin(plan.data):
-        raise LwzooError("--eval-every needs --eval-data DIR, a labelled held-out folder (DIR/<class>/<image>)")
-    r, out_dir = plan.recipe, plan.out_dir
-    if r.train.batch_size % ctx.world_size:
-        raise LwzooError(
-            f"train.batch_size {r.train.batch_size} must divide evenly over {ctx.world_size} processes "
-            "(it is the global batch; each process takes batch_size / world_size)"
-        )
-    images = load_images(
-        plan.data,
-        r.data.decode_size or round(r.augment.image_size * 8 / 7),
-        in_memory_gb=r.data.in_memory_gb,
-        workers=r.data.workers,
-    )
-    if dev.type == "cuda" and images.images is not None:
-        free, _ = torch.cuda.mem_get_info(dev)
-        if images.images.numel() < free // 4:  # decoded once, kept on the GPU as uint8, augmented there
-            images.images = images.images.to(dev)
-    steps_per_epoch = len(images) // r.train.batch_size
-
-    if steps_per_epoch == 0:
-        raise LwzooError(
-            f"batch size {r.train.batch_size} is larger than the {len(images)} images in {images.source}; "
-            "lower --batch-size or add images"
-        )
-    monitor = _KnnMonitor(plan.data, eval_data, Preprocess.from_recipe(r), dev) if eval_every and ctx.is_main else None
-    engine = Engine(plan.arch, r, steps_per_epoch, plan.seed, dev, ctx)
-    meter, elapsed_before = _LossMeter(dev, ctx), 0.0
-    if plan.ckpt is not None:
-        engine.load_state_dict(plan.ckpt)
-        meter, elapsed_before = _LossMeter(dev, ctx, *plan.ckpt["epoch_loss"]), plan.ckpt["elapsed_s"]
-
-    if ctx.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / "recipe.yaml", r.to_yaml())
-
-    say(_header(plan, engine, images))
-    if plan.ckpt is None and r.moco.queue_init == "keys":
-        engine.fill_queue(images)
-
-    data_info = {
-        "spec": str(plan.data) if plan.data is not None else BUILTIN,
-        "source": images.source,
-        "size": images.size,
-        "num_images": len(images),
-        "classes": images.classes,
-        "skipped": len(images.skipped),
-    }
-    t_start = time.perf_counter()
-
-    def elapsed() -> float:
-        return elapsed_before + time.perf_counter() - t_start
-
-    def save() -> None:
-        if not ctx.is_main:  # every rank holds the same weights and queue; one writes them
-            return
-        extra = {"data": data_info, "epoch_loss": [meter.epoch_sum, meter.epoch_count], "elapsed_s": elapsed()}
-        extra["world_size"] = ctx.world_size
-        atomic_save({**engine.state_dict(), **extra}, out_dir / LAST)
-
-    stop_at = min(engine.total_steps, until_step) if until_step is not None else engine.total_steps
-    workers = default_workers() if r.data.workers is None else r.data.workers
-    log = MetricsLog(out_dir, resume_step=engine.step if plan.ckpt is not None else None, enabled=ctx.is_main)
-    last_loss, interrupted, stopping = float("nan"), None, False
-
-    try:
-        with (
-            _stop_on_signals() as stop,
-            tqdm(
-                total=engine.total_steps, initial=engine.step, unit="step", disable=not verbose, file=sys.stdout
-            ) as bar,
-        ):
-            while engine.step < stop_at and not stopping:
-                epoch = engine.step // steps_per_epoch
-                engine.model.train()
-                bar.set_description(f"epoch {epoch + 1}/{r.train.epochs}")
-                start = engine.step % steps_per_epoch
-                shard = {"rank": ctx.rank, "world_size": ctx.world_size}
-                for batch in images.batches(r.train.batch_size, epoch, plan.seed, start, workers, **shard):
-                    meter.add(engine.train_step(batch))
-                    bar.update(1)
-                    if engine.step % r.train.log_every == 0 or engine.step == stop_at:
-                        last_loss, n, seconds = meter.flush()
-                        if not math.isfinite(last_loss):
-                            raise LwzooError(
-                                f"the loss became {last_loss} at step {engine.step}; lower optim.lr or raise "
-                                f"moco.temperature (the last good checkpoint is {out_dir / LAST})"
-                            )
-                        ips = n * r.train.batch_size / seconds
-                        sched = engine.last_schedule
-                        log.log(
-                            "step",
-                            engine.step,
-                            epoch=epoch,
-                            loss=last_loss,
-                            images_per_s=ips,
-                            elapsed_s=elapsed(),
-                            **sched,
-                        )
-                        bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{sched['lr']:.3g}", img_s=f"{ips:.0f}")
-                    stopping = ctx.any(stop.signal is not None)  # every rank stops at the same step
-                    if engine.step >= stop_at or stopping:
-                        break
-
-                meter.flush()
-                if engine.step % steps_per_epoch == 0:
-                    done, last_loss = engine.step // steps_per_epoch, meter.end_epoch()
-                    log.log("epoch", engine.step, epoch=done, loss=last_loss, elapsed_s=elapsed())
-                    if verbose:
-                        tqdm.write(f"epoch {done}/{r.train.epochs}: loss {last_loss:.4f}")
-                    if monitor is not None and done % eval_every == 0:
-                        top1 = monitor(engine.model.backbone)
-                        log.log("eval", engine.step, epoch=done, knn_top1=top1)
-                        bar.set_postfix(loss=f"{last_loss:.3f}", knn=f"{top1:.1f}")
-                        if verbose:
-                            tqdm.write(f"epoch {done}/{r.train.epochs}: kNN top-1 {top1:.2f}% on {monitor.val.source}")
-                    save()
-                    if r.train.keep_every and done % r.train.keep_every == 0:
-                        atomic_copy(out_dir / LAST, out_dir / f"checkpoint-epoch{done:04d}.pt")
-            interrupted = (stop.signal or "SIGTERM") if stopping else None
-        if engine.step % steps_per_epoch != 0:  # stopped mid-epoch, by a signal or --until-step
-            save()
-    finally:
-        log.close()
-    teardown(ctx, engine.release)
-
-    resume_hint = f"continue with: lwzoo pretrain {plan.arch.name} --resume {out_dir}"
-    if interrupted:
-        say(f"stopped by {interrupted} at step {engine.step}/{engine.total_steps}; checkpoint {out_dir / LAST}")
-        say(resume_hint)
-    elif engine.step < engine.total_steps:
-        say(f"paused at step {engine.step}/{engine.total_steps}; {resume_hint}")
-    else:
-        say(f"done: {engine.total_steps} steps in {_fmt_time(elapsed())}, final epoch loss {last_loss:.4f}")
-        say(f"checkpoint: {out_dir / LAST}")
-    return PretrainResult(out_dir, out_dir / LAST, engine.step, engine.total_steps, last_loss, interrupted)
+    dev = resolve_device(device)
+    ctx = from_environment(dev)  # torchrun's process group (each rank on its own GPU), or a single process
+    with ExitStack() as held:  # the run folder's lock, held until the run ends
+        plan = _plan(arch, recipe, overrides, data, epochs, batch_size, out, resume, seed, ctx, held)
+        if until_step is not None and plan.ckpt is not None and until_step <= plan.ckpt["step"]:
+            raise LwzooError(
+                f"--until-step {until_step} is not beyond the checkpoint's step {plan.ckpt['step']}; pass a later step"
+            )
+        run = _Run(plan, ctx.device, ctx, eval_every, eval_data, verbose and ctx.is_main)
+        return run.train(until_step)

@@ -12,14 +12,19 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .card import CURVE, card_results, plot_training_curve, render_card
 from .errors import LwzooError
-from .hub_folder import CONFIG, WEIGHTS
+from .files import check_writable_dir, replace_dir
+from .hub_client import hub_endpoint, upload_folder
+from .hub_folder import CONFIG, WEIGHTS, read_hub_config, verify_checksum
 from .version import __version__
 from .zoo import add_local
 
 OPTIONAL = ("model.onnx", "recipe.yaml")  # copied when the export has them
+MODEL_FILES = (WEIGHTS, "model.onnx")  # checked against the sha256 config.json records before they leave
+HUB_FILES = frozenset({"README.md", CONFIG, WEIGHTS, *OPTIONAL, CURVE})  # everything assemble() writes
 
 
 @dataclass
@@ -32,12 +37,6 @@ class PublishResult:
     files: list[str]
     commit_url: str | None = None
     local: Path | None = None
-
-
-def hub_endpoint() -> str:
-    from huggingface_hub import constants
-
-    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
 
 
 def validate_repo_id(repo_id: str) -> None:
@@ -53,21 +52,90 @@ def validate_repo_id(repo_id: str) -> None:
 
 
 def assemble(
-    export_dir: Path, repo_id: str, dest: Path, load_name: str | None = None, license: str = "apache-2.0"
+    export_dir: Path,
+    repo_id: str,
+    dest: Path,
+    load_name: str | None = None,
+    license: str = "apache-2.0",
+    require_results: bool = True,
+    target: str | None = None,
 ) -> list[str]:
     """Write the repository's files into ``dest``: README.md (the card), config.json,
-    model.safetensors, model.onnx (when exported), recipe.yaml and the training curve."""
+    model.safetensors, model.onnx (when exported), recipe.yaml and the training curve.
+
+    Every model file copied is checked against the sha256 the export's config.json records, as
+    :func:`lwzoo.load` checks it, so a damaged or edited export is refused before anything leaves.
+    ``require_results`` and ``target`` are :func:`lwzoo.card.render_card`'s (a local zoo build may be
+    unevaluated; a card for the Hub may not)."""
     for required in (CONFIG, WEIGHTS):
         if not (export_dir / required).is_file():
             raise LwzooError(f"'{export_dir}' has no {required}; publish an `lwzoo export` folder")
-    card_results(export_dir)  # a card without real numbers is refused before anything is written
-    dest.mkdir(parents=True, exist_ok=True)
-    has_curve = plot_training_curve(export_dir / "metrics.jsonl", dest / CURVE)
-    (dest / "README.md").write_text(render_card(export_dir, repo_id, load_name, license, CURVE if has_curve else None))
+    try:
+        if require_results:
+            card_results(export_dir)  # a card without real numbers is refused before anything is written
+        _, _, config = read_hub_config(export_dir)
+        dest.mkdir(parents=True, exist_ok=True)
+        has_curve = plot_training_curve(export_dir / "metrics.jsonl", dest / CURVE)
+        curve = CURVE if has_curve else None
+        card = render_card(export_dir, repo_id, load_name, license, curve, require_results, target)
+        (dest / "README.md").write_text(card)
+    except OSError as e:  # this machine's files, not the Hub: say which and what happened
+        raise LwzooError(
+            f"cannot assemble the repository from '{export_dir}' in '{dest}': {e.strerror or e}"
+            + (f" ('{e.filename}')" if e.filename else "")
+            + "; check those folders (permissions, free space)"
+        ) from None
     for name in (CONFIG, WEIGHTS, *OPTIONAL):
         if (export_dir / name).is_file():
-            shutil.copyfile(export_dir / name, dest / name)
+            _copy(export_dir / name, dest / name, config)
     return sorted(p.name for p in dest.iterdir())
+
+
+def _copy(src: Path, dst: Path, config: dict[str, Any]) -> None:
+    """Copy one file of the export; a model file must then be the one the export recorded (sha256 in
+    ``config.json``)."""
+    try:
+        shutil.copyfile(src, dst)
+    except OSError as e:
+        raise LwzooError(
+            f"cannot copy '{src}' into the repository ({e.strerror or e}); check that file's permissions "
+            f"and the free space under '{dst.parent}'"
+        ) from None
+    if dst.name not in MODEL_FILES:
+        return
+    try:
+        verify_checksum(dst, config)
+    except LwzooError:
+        if dst.name not in config.get("lwzoo", {}).get("files", {}):
+            raise  # "records no checksum ...; export and publish it again"
+        raise LwzooError(
+            f"'{src}' does not match the sha256 its {CONFIG} records: the file changed after `lwzoo export` "
+            "(edited or damaged); export the run again and publish the new folder"
+        ) from None
+
+
+def _assemble_in_place(export_dir: Path, repo_id: str, dest: Path, name: str, license: str) -> list[str]:
+    """:func:`assemble` into a temp folder beside ``dest`` that replaces it once complete: a refused or
+    failed assembly leaves the last good folder as it was. ``dest`` may only be new, empty, or a folder
+    this function assembled before: a folder of anything else is refused, never deleted."""
+    if dest.is_file():
+        raise LwzooError(f"--out '{dest}' is a file; the assembled repository is a folder, so choose another --out")
+    if dest.is_dir():
+        foreign = sorted(p.name for p in dest.iterdir() if p.name not in HUB_FILES)
+        if foreign or (any(dest.iterdir()) and not (dest / "README.md").is_file()):
+            what = ", ".join(foreign[:3]) or "no card"
+            raise LwzooError(
+                f"'{dest}' holds files that are not an assembled lwzoo repository ({what}), and would be replaced; "
+                "choose another --out"
+            )
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        files = assemble(export_dir, repo_id, tmp, name, license)
+        replace_dir(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return files
 
 
 def _token() -> str:
@@ -77,48 +145,6 @@ def _token() -> str:
     if not token:
         raise LwzooError("no Hugging Face token: set HF_TOKEN, or log in with `hf auth login`")
     return token
-
-
-def _is_network_error(e: BaseException) -> bool:
-    names = {c.__name__ for c in type(e).__mro__}
-    return isinstance(e, OSError) or bool(names & {"TransportError", "ConnectionError", "Timeout", "TimeoutException"})
-
-
-def upload(folder: Path, repo_id: str, private: bool, revision: str | None, token: str) -> str:
-    """Create the repo if needed and upload every file of ``folder`` in one commit; returns the commit URL."""
-    from huggingface_hub import CommitOperationAdd, HfApi
-    from huggingface_hub.errors import HfHubHTTPError
-
-    endpoint = hub_endpoint()
-    api = HfApi(endpoint=endpoint, token=token)
-    operations = [CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=str(p)) for p in sorted(folder.iterdir())]
-    try:
-        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        if revision and revision != "main":
-            api.create_branch(repo_id, branch=revision, exist_ok=True)
-        info = api.create_commit(
-            repo_id,
-            operations,
-            commit_message=f"Upload {repo_id.split('/')[-1]} (lwzoo {__version__})",
-            revision=revision,
-            repo_type="model",
-        )
-    except HfHubHTTPError as e:
-        status = e.response.status_code if e.response is not None else "?"
-        reason = "the token was refused" if status in (401, 403) else str(e).splitlines()[0]
-        raise LwzooError(
-            f"the Hub at {endpoint} refused the upload to {repo_id} (HTTP {status}): {reason}".replace(token, "***")
-        ) from None
-    except Exception as e:
-        if type(e).__name__ == "OfflineModeIsEnabled":
-            raise LwzooError("HF_HUB_OFFLINE is set, so nothing can be uploaded; unset it to publish") from None
-        if _is_network_error(e):
-            raise LwzooError(
-                f"cannot reach the Hugging Face Hub at {endpoint} ({type(e).__name__}); "
-                "check the network or HF_ENDPOINT"
-            ) from None
-        raise
-    return info.commit_url
 
 
 def publish(
@@ -151,10 +177,8 @@ def publish(
     validate_repo_id(repo_id)
     name = repo_id.split("/")[-1]
     if dry_run or local:
-        dest = Path(out) if out is not None else export_dir / "hub"
-        if dest.exists():
-            shutil.rmtree(dest)
-        files = assemble(export_dir, repo_id, dest, name, license)
+        dest = check_writable_dir(Path(out) if out is not None else export_dir / "hub", "assembled folder")
+        files = _assemble_in_place(export_dir, repo_id, dest, name, license)
         result = PublishResult(dest, repo_id, revision or "main", files)
         if local:
             result.local = add_local(name, dest)
@@ -170,7 +194,8 @@ def publish(
     with tempfile.TemporaryDirectory(prefix="lwzoo-publish-") as tmp:
         files = assemble(export_dir, repo_id, Path(tmp), name, license)
         say(f"uploading {len(files)} files to {hub_endpoint()}/{repo_id} ...")
-        url = upload(Path(tmp), repo_id, private, revision, token)
+        message = f"Upload {name} (lwzoo {__version__})"
+        url = upload_folder(Path(tmp), repo_id, message, token, private=private, revision=revision)
     say(f"published: {url}")
     say(
         f"load it with lwzoo.load({repo_id!r}) or timm.create_model('hf-hub:{repo_id}', pretrained=True, num_classes=0)"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .config import apply_overrides, build, field_types, plain, read_yaml, resolve_path, to_yaml
+from .config import apply_overrides, build, field_types, merge, plain, read_yaml, resolve_path, to_yaml
 from .errors import LwzooError
 from .resources import resource_dir
 
@@ -25,6 +25,8 @@ class TrainCfg:
     batch_size: int  # images per optimizer step, over all devices
     log_every: int  # steps between metrics.jsonl rows
     keep_every: int  # also keep checkpoint-epoch<E>.pt every this many epochs; 0 keeps only the last
+    # false: eager; else the torch.compile mode of the step ("reduce-overhead" adds CUDA graphs on a GPU)
+    compile: Literal[False, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ class AugmentCfg:
 
 @dataclass(frozen=True)
 class DataCfg:
-    decode_size: int | None  # images are decoded to this square size once; null: image_size * 8/7
+    decode_size: int | None  # training images are stored whole at this square size; null: 2 x image_size
     in_memory_gb: float  # decoded sets up to this size stay in memory; larger ones stream from disk
     workers: int | None  # decoding processes for streamed data; null: min(8, CPU count)
 
@@ -135,8 +137,18 @@ def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | None = Non
     return recipe_from_dict(raw, source=str(name_or_path))
 
 
+# Keys added after recipes were first saved with checkpoints and exports, with the value that reproduces
+# what a recipe written before them ran; a saved recipe without one of them still loads.
+LATER_KEYS: dict[str, Any] = {"train.compile": False}
+
+
 def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
     """Validate a plain mapping (a recipe file's content or a checkpoint's saved recipe)."""
+    raw = merge(raw, {})
+    for dotted, value in LATER_KEYS.items():
+        section, key = dotted.split(".")
+        if isinstance(raw.get(section), dict):
+            raw[section].setdefault(key, value)
     recipe = build(Recipe, raw, source, "recipe")
     _check_ranges(recipe, source)
     return recipe
@@ -146,12 +158,19 @@ def _check_ranges(r: Recipe, source: str) -> None:
     a = r.augment
     rules: list[tuple[bool, str, Any, str]] = [
         (r.train.epochs >= 1, "train.epochs", r.train.epochs, "at least 1"),
-        (r.train.batch_size >= 2, "train.batch_size", r.train.batch_size, "at least 2"),
+        (2 <= r.train.batch_size <= 2**16, "train.batch_size", r.train.batch_size, f"in [2, {2**16:,}]"),
         (r.train.log_every >= 1, "train.log_every", r.train.log_every, "at least 1"),
         (r.train.keep_every >= 0, "train.keep_every", r.train.keep_every, "0 or more"),
-        (r.optim.lr > 0, "optim.lr", r.optim.lr, "positive"),
+        (
+            r.train.compile is False or isinstance(r.train.compile, str),  # YAML's 0 would pass as False
+            "train.compile",
+            r.train.compile,
+            "false, or a torch.compile mode",
+        ),
+        # Upper bounds catch typos and absurd values that would only fail steps later, as a NaN loss.
+        (0 < r.optim.lr <= 10, "optim.lr", r.optim.lr, "in (0, 10] per optim.lr_batch_size images (MoCo uses 0.03)"),
         (r.optim.lr_batch_size >= 1, "optim.lr_batch_size", r.optim.lr_batch_size, "at least 1"),
-        (r.optim.weight_decay >= 0, "optim.weight_decay", r.optim.weight_decay, "0 or more"),
+        (0 <= r.optim.weight_decay <= 0.1, "optim.weight_decay", r.optim.weight_decay, "in [0, 0.1] (MoCo uses 1e-4)"),
         (0 <= r.optim.momentum < 1, "optim.momentum", r.optim.momentum, "in [0, 1)"),
         (
             0 <= r.optim.warmup_epochs < r.train.epochs,
@@ -160,11 +179,16 @@ def _check_ranges(r: Recipe, source: str) -> None:
             f"in [0, train.epochs={r.train.epochs}); shorten it with --set optim.warmup_epochs=...",
         ),
         (0 <= r.optim.min_lr_ratio <= 1, "optim.min_lr_ratio", r.optim.min_lr_ratio, "in [0, 1]"),
-        (r.moco.dim >= 1, "moco.dim", r.moco.dim, "at least 1"),
-        (r.moco.mlp_hidden >= 1, "moco.mlp_hidden", r.moco.mlp_hidden, "at least 1"),
-        (r.moco.queue_size >= 1, "moco.queue_size", r.moco.queue_size, "at least 1"),
+        (1 <= r.moco.dim <= 8192, "moco.dim", r.moco.dim, "in [1, 8192]"),
+        (1 <= r.moco.mlp_hidden <= 65536, "moco.mlp_hidden", r.moco.mlp_hidden, "in [1, 65536]"),
+        (1 <= r.moco.queue_size <= 2**22, "moco.queue_size", r.moco.queue_size, f"in [1, {2**22:,}]"),
         (0 <= r.moco.momentum <= 1, "moco.momentum", r.moco.momentum, "in [0, 1]"),
-        (r.moco.temperature > 0, "moco.temperature", r.moco.temperature, "positive"),
+        (
+            0.01 <= r.moco.temperature <= 10,
+            "moco.temperature",
+            r.moco.temperature,
+            "in [0.01, 10]: below 0.01 the logits of unit vectors pass 100 and training diverges (MoCo v2 uses 0.2)",
+        ),
         (
             1 <= r.moco.key_bn_splits <= r.train.batch_size // 2,
             "moco.key_bn_splits",
@@ -173,7 +197,7 @@ def _check_ranges(r: Recipe, source: str) -> None:
         ),
         (0 <= r.loss.alpha < 1, "loss.alpha", r.loss.alpha, "in [0, 1)"),
         (1 <= r.loss.topk <= r.moco.queue_size, "loss.topk", r.loss.topk, "in [1, moco.queue_size]"),
-        (a.image_size >= 8, "augment.image_size", a.image_size, "at least 8"),
+        (8 <= a.image_size <= 2048, "augment.image_size", a.image_size, "in [8, 2048]"),
         (0 < a.crop_scale[0] <= a.crop_scale[1] <= 1, "augment.crop_scale", list(a.crop_scale), "0 < min <= max <= 1"),
         (0 < a.crop_ratio[0] <= a.crop_ratio[1], "augment.crop_ratio", list(a.crop_ratio), "0 < min <= max"),
         (
@@ -185,7 +209,12 @@ def _check_ranges(r: Recipe, source: str) -> None:
         (0 <= a.blur_sigma[0] <= a.blur_sigma[1], "augment.blur_sigma", list(a.blur_sigma), "0 <= min <= max"),
         (all(s > 0 for s in a.std), "augment.std", list(a.std), "positive"),
         (0 < a.eval_crop_pct <= 1, "augment.eval_crop_pct", a.eval_crop_pct, "in (0, 1]"),
-        (r.data.decode_size is None or r.data.decode_size >= 8, "data.decode_size", r.data.decode_size, "null or >= 8"),
+        (
+            r.data.decode_size is None or 8 <= r.data.decode_size <= 4096,
+            "data.decode_size",
+            r.data.decode_size,
+            "null or in [8, 4096]",
+        ),
         (r.data.in_memory_gb >= 0, "data.in_memory_gb", r.data.in_memory_gb, "0 or more"),
         (r.data.workers is None or r.data.workers >= 0, "data.workers", r.data.workers, "null or 0 or more"),
     ]
@@ -194,3 +223,37 @@ def _check_ranges(r: Recipe, source: str) -> None:
     for ok, key, value, want in rules:
         if not ok:
             raise LwzooError(f"{source}: '{key}' is {value}, but must be {want}")
+
+
+def default_decode_size(image_size: int) -> int:
+    """``data.decode_size: null``: training images are stored whole at twice the view size (448 px for 224).
+
+    A random-resized crop of area fraction s and aspect r from an image of aspect A spans ``sqrt(s r / A)`` of the
+    stored width and ``sqrt(s A / r)`` of its height, so it is not upsampled while both are >= 1/2 at 2x. Under
+    MoCo's scale (0.2, 1) and ratio (3/4, 4/3) that is 76% of the crops of a 4:3 photo and 87% of a square
+    one (benchmarks/RESULTS.md, "Training image layout"; 34% and 53% at 1.5x). 10,000 images take 5.6 GiB of uint8.
+    """
+    return 2 * image_size
+
+
+def fit_queue_to_data(recipe: Recipe, num_images: int) -> tuple[Recipe, str | None]:
+    """Cap the queue for a small training set: K > N/2 becomes the largest power of two <= N/2 (at least k).
+
+    Each step pushes the keys of the images it saw, so a queue of K keys holds the keys of the last K
+    images (K/2 with the symmetric loss's two keys per image). Once K nears the N training images, every
+    query meets stale keys of its own image among its negatives: MoCo's K = 65,536 on 10,000 images holds
+    each image about six times, and InfoNCE then pushes an image away from itself. At K <= N/2 the queue
+    holds at most the most recent half of an epoch. Returns the recipe to train with and a note, or
+    ``(recipe, None)`` when K already fits.
+    """
+    k = recipe.moco.queue_size
+    if 2 * k <= num_images:
+        return recipe, None
+    cap = max(recipe.loss.topk, 1 << max(0, (num_images // 2).bit_length() - 1))
+    note = (
+        f"moco.queue_size {k:,} capped to {cap:,} for {num_images:,} training images "
+        "(a queue over half the images holds stale keys of each query's own image as negatives)"
+    )
+    moco = dataclasses.replace(recipe.moco, queue_size=cap)
+    description = f"{recipe.description}; {note}" if recipe.description else note
+    return dataclasses.replace(recipe, moco=moco, description=description), note

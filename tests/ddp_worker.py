@@ -44,9 +44,9 @@ engine.fill_queue(images)
 
 losses, shards = [], []
 
-for step, batch in enumerate(images.batches(32, epoch=0, seed=3, rank=ctx.rank, world_size=ctx.world_size)):
+for step, (batch, aspects) in enumerate(images.batches(32, epoch=0, seed=3, rank=ctx.rank, world_size=ctx.world_size)):
     shards.append(batch.clone())
-    losses.append(float(engine.train_step(batch)))
+    losses.append(float(engine.train_step(batch, aspects)))
     if step == 3:
         break
 torch.save(

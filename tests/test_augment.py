@@ -1,15 +1,23 @@
+import colorsys
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 
+import lwzoo.augment as augment_module
 from lwzoo.augment import (
     TwoViewAugment,
     adjust_brightness,
+    adjust_brightness_,
     adjust_contrast,
+    adjust_contrast_,
     adjust_hue,
+    adjust_hue_,
     adjust_saturation,
+    adjust_saturation_,
+    blur_radius,
     crop_boxes,
     gaussian_blur,
     grayscale,
@@ -181,3 +189,155 @@ def test_ops_fire_at_their_recipe_probability(key, p):
     out = only(**settings).view(x, torch.Generator().manual_seed(10))
     changed = (out - x).abs().amax(dim=(1, 2, 3)) > 1e-4
     assert abs(changed.float().mean().item() - p) < 4 * math.sqrt(p * (1 - p) / 4000)
+
+
+# --- the colour ops against float64 references, the view's post-crop stage against torchvision image by image
+
+
+@pytest.mark.parametrize(
+    "ours,theirs",
+    [
+        (adjust_brightness, TF.adjust_brightness),
+        (adjust_contrast, TF.adjust_contrast),
+        (adjust_saturation, TF.adjust_saturation),
+    ],
+)
+def test_blend_ops_match_torchvision_in_float64(images, ours, theirs):
+    """In float64 these ops are their formulas: torchvision in float64 is the reference, to rounding."""
+    x, f = images.double(), torch.tensor([0.6, 1.0, 1.4, 0.0, 1.9, 0.75], dtype=torch.float64)
+    want = torch.stack([theirs(img, float(fi)) for img, fi in zip(x, f, strict=True)])
+    assert torch.allclose(ours(x, f), want, atol=1e-12)
+
+
+def colorsys_hue(img: torch.Tensor, shift: float) -> torch.Tensor:
+    """Float64 reference hue shift of one (3, H, W) image, pixel by pixel through Python's colorsys."""
+    pixels = img.double().reshape(3, -1).T.tolist()
+    hsv = [colorsys.rgb_to_hsv(*rgb) for rgb in pixels]
+    rgb = [colorsys.hsv_to_rgb((h + shift) % 1.0, s, v) for h, s, v in hsv]
+    return torch.tensor(rgb, dtype=torch.float64).T.reshape(img.shape)
+
+
+def edge_colours() -> torch.Tensor:
+    """(1, 3, 8, 8): the colours where a hue computation branches (grays, black, white, primaries and
+    secondaries, two-way ties for the max, hairline saturations, hues at sextant borders), then random ones."""
+    edges = [
+        (0, 0, 0), (1, 1, 1), (0.5, 0.5, 0.5), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (0, 1, 1), (1, 0, 1),
+        (0.7, 0.7, 0.2), (0.2, 0.7, 0.7), (0.7, 0.2, 0.7), (0.6, 0.3, 0.3), (0.3, 0.6, 0.3), (0.3, 0.3, 0.6),
+        (0.5, 0.5 + 1e-6, 0.5), (1e-7, 0, 0), (0.9, 0.9, 0.9 - 1e-6), (0.8, 0.4, 0.0), (0.0, 0.8, 0.4),
+    ]  # fmt: skip
+    pixels = torch.rand(64, 3, generator=torch.Generator().manual_seed(11))
+    pixels[: len(edges)] = torch.tensor(edges)
+    return pixels.T.reshape(1, 3, 8, 8).contiguous()
+
+
+@pytest.mark.parametrize("shift", [-0.5, -0.1, 0.0, 1e-4, 0.05, 0.1, 1 / 6, 0.5])
+def test_hue_matches_torchvision_and_a_float64_reference_on_edge_colours(shift):
+    x = edge_colours()
+    got = adjust_hue(x, torch.tensor([shift]))[0]
+    assert torch.allclose(got, TF.adjust_hue(x[0], shift), atol=2e-5)
+    assert torch.allclose(got.double(), colorsys_hue(x[0], shift), atol=2e-5)
+    # in float64 the op is its formula: no float32 slack can hide a wrong branch
+    got64 = adjust_hue(x.double(), torch.tensor([shift], dtype=torch.float64))[0]
+    assert torch.allclose(got64, colorsys_hue(x[0], shift), atol=1e-12)
+
+
+def test_in_place_colour_ops_write_into_their_input_and_match_the_copies(images):
+    f = torch.tensor([0.6, 1.0, 1.4, 0.8, 1.2, 0.9])
+    for in_place, copy, factor in [
+        (adjust_brightness_, adjust_brightness, f),
+        (adjust_contrast_, adjust_contrast, f),
+        (adjust_saturation_, adjust_saturation, f),
+        (adjust_hue_, adjust_hue, f - 1),
+    ]:
+        x = images.clone()
+        assert in_place(x, factor) is x
+        assert torch.equal(x, copy(images, factor))
+
+
+def reference_blur(img: torch.Tensor, sigma: float, radius: int) -> torch.Tensor:
+    """Float64 reference: one (3, H, W) image convolved with the 2-D Gaussian of half-width ``radius``
+    (the outer product of the normalised 1-D kernel), reflect padding, in one non-separable pass."""
+    pos = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-(pos**2) / (2 * sigma**2))
+    k2 = torch.outer(k, k) / k.sum() ** 2
+    padded = F.pad(img.double()[None], (radius,) * 4, mode="reflect")
+    return F.conv2d(padded.transpose(0, 1), k2[None, None]).transpose(0, 1)[0]
+
+
+@pytest.mark.parametrize("side", [5, 12, 40])
+def test_blur_matches_a_float64_reference(side):
+    sigma = torch.tensor([0.1, 0.4, 1.0, 2.0])
+    x = torch.rand(4, 3, side, side, generator=torch.Generator().manual_seed(12))
+    got = gaussian_blur(x, sigma)
+    radius = blur_radius(sigma, side)
+    assert radius == min(6, side - 1)  # 3 sigma of the batch's largest sigma, below the side
+    for img, s, out in zip(x, sigma.tolist(), got, strict=True):
+        assert torch.allclose(out.double(), reference_blur(img, s, radius), atol=1e-6)
+
+
+def torchvision_stage(v: torch.Tensor, draws, cfg, radius: int) -> torch.Tensor:
+    """The view's post-crop stage, one image at a time, from torchvision's functional ops (and the
+    float64 blur above) with the parameters the view drew."""
+    theirs = {
+        adjust_brightness_: TF.adjust_brightness,
+        adjust_contrast_: TF.adjust_contrast,
+        adjust_saturation_: TF.adjust_saturation,
+        adjust_hue_: TF.adjust_hue,
+    }
+    out = []
+    for i, img in enumerate(v):
+        if draws.jitter[i]:
+            for op, factor in zip(draws.jitter_ops, draws.factors[i].tolist(), strict=True):
+                img = theirs[op](img, factor)
+        if draws.gray[i]:
+            img = TF.rgb_to_grayscale(img, num_output_channels=3)
+        if draws.sigma is not None and draws.sigma[i] > 0:
+            img = reference_blur(img, float(draws.sigma[i]), radius).float()
+        out.append(TF.normalize(img, cfg.mean, cfg.std))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("chunk_images", [1, 3, 1000])  # one image; mixed picks in a chunk; the whole batch
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_view_jitters_grays_and_blurs_just_the_picked_images_as_torchvision_does(
+    monkeypatch, chunk_images, channels_last
+):
+    """Only the images whose coins came up are computed now (before, every image was jittered and the
+    unpicked results thrown away): each output image must still be torchvision's, with its own draws."""
+    size, n = 16, 16
+    monkeypatch.setattr(augment_module, "_CPU_CHUNK_ELEMENTS", chunk_images * 3 * size * size)
+    cfg = load_recipe("mocov2_resnet50", {"augment.image_size": size}).augment
+    aug = TwoViewAugment(cfg, channels_last=channels_last)
+    v = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(13))
+    for seed in (0, 2, 3, 4, 5):  # four different orders of the jitter ops
+        draws = aug._draw(n, torch.Generator().manual_seed(seed), torch.device("cpu"))
+        picked = [draws.jitter, draws.gray, draws.sigma > 0]
+        assert all(0 < int(p.sum()) < n for p in picked)  # some images picked and some not, for every op
+        want = torchvision_stage(v, draws, cfg, blur_radius(draws.sigma, size))
+        got = aug._colour_blur_normalise(v.clone(), draws)
+        assert got.is_contiguous(memory_format=torch.channels_last) == channels_last
+        std = torch.tensor(cfg.std).view(1, 3, 1, 1)
+        assert torch.allclose(got * std, want * std, atol=2e-5)  # in [0, 1] units
+
+
+def test_channels_last_views_hold_the_same_values():
+    cfg = load_recipe("mocov2_resnet50", {"augment.image_size": 24}).augment
+    x = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(14))
+    last = TwoViewAugment(cfg, channels_last=True)(x, torch.Generator().manual_seed(15))
+    first = TwoViewAugment(cfg)(x, torch.Generator().manual_seed(15))
+    for a, b in zip(last, first, strict=True):
+        assert a.is_contiguous(memory_format=torch.channels_last) and b.is_contiguous()
+        assert torch.equal(a, b)
+
+
+def test_view_leaves_torch_threads_as_it_found_them():
+    """The CPU stage runs on one torch thread; the caller's setting must come back."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        only(**{"augment.jitter": [0.4, 0.4, 0.4, 0.1], "augment.jitter_p": 1.0}).view(
+            torch.rand(3, 3, 8, 8), torch.Generator().manual_seed(16)
+        )
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -3,12 +3,14 @@ scratch RESULTS.md, so an API change cannot silently break the evidence the READ
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -50,3 +52,30 @@ def test_benchmark_script_runs_and_writes_its_section(tmp_path, script, args, se
     rows = [line for i, line in enumerate(lines) if line.startswith("| ") and lines[i - 1].startswith(("|---", "| "))]
     rows = [row for row in rows if not row.startswith("|---")]
     assert rows and all(any(c.isdigit() for c in row) for row in rows), rows
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_trains_through_pretrain_and_says_it_was_a_dry_run(tmp_path):
+    """gpu_check.py's CPU dry run, cut to its first phase: it writes a JPEG folder of photo-like sizes, trains
+    through lwzoo.pretrain() with its Engine hooks, and writes a section that claims no GPU numbers."""
+    results, state_file, scratch = tmp_path / "RESULTS.md", tmp_path / "gpu_check.json", tmp_path / "scratch"
+    run_bench(
+        "gpu_check.py", "--device", "cpu", "--images", "64", "--batch", "32", "--image-size", "32", "--steps", "2",
+        "--compile", "0", "--scratch", str(scratch), "--json", str(state_file), "--only", "lwzoo_mnv3",
+        results=results,
+    )  # fmt: skip
+    text = results.read_text()
+    assert "<!-- gpu_check:start -->" in text and "<!-- gpu_check:end -->" in text
+    assert "CPU DRY RUN" in text and "not judged (CPU dry run)" in text
+    assert "| met |" not in text and "| missed |" not in text
+    jpegs = sorted((scratch / "jpegs").rglob("*.jpg"))
+    assert len(jpegs) == 64
+    sizes = [Image.open(p).size for p in jpegs]
+    assert all(300 <= max(s) <= 1000 for s in sizes) and len({round(w / h, 2) for w, h in sizes}) >= 3
+    state = json.loads(state_file.read_text())
+    assert state["folder"]["images"] == 64 and state["pending"] == []
+    (row,) = state["rows"]
+    assert row["phase"] == "lwzoo_mnv3" and row["status"] == "ok", row
+    assert row["pairs_per_s"] > 0 and row["steps"] >= 1
+    assert row["label"].startswith("lwzoo: fp32") and "batches arrived on the cpu" in row["notes"]
+    assert row["kernel_ms"] is None and row["peak_gib"] is None  # no GPU numbers from a CPU

@@ -197,3 +197,50 @@ def test_optional_resume_value():
     assert _optional_resume_value(["pretrain", "x", "--resume", "--seed", "1"])[3] == "last"
     assert _optional_resume_value(["pretrain", "x", "--resume", "runs/a/b"])[3] == "runs/a/b"
     assert _optional_resume_value(["pretrain", "x", "--resume", "ckpt.pt"])[3] == "ckpt.pt"
+
+
+def test_a_second_process_on_a_run_folder_is_refused(tmp_path):
+    """Two pretrains with one --out, or two --resumes of one run, would overwrite each other's checkpoint and
+    interleave metrics rows: the folder's lock lets the first run on and refuses the second in one line."""
+    out = tmp_path / "run"
+    args = ["pretrain", "mobilenetv3_large", "--data", "builtin:val", "--batch-size", "64", "--device", "cpu"]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "lwzoo", *args, "--epochs", "50", "--out", str(out), *SETS],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while not (out / LAST).exists():  # the first epoch is saved: the run is well under way
+            assert first.poll() is None and time.time() < deadline, "the first run ended or stalled"
+            time.sleep(0.2)
+        before = (out / LAST).read_bytes()
+        assert_clean_error(run_cli(*args, "--epochs", "50", "--out", str(out), *SETS), "in use by another", "--out")
+        assert_clean_error(run_cli("pretrain", "mobilenetv3_large", "--resume", str(out)), "in use by another")
+        assert first.poll() is None  # the first run was not disturbed
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=120)
+    assert first.returncode == 130
+    ckpt = load_checkpoint(out / LAST)
+    assert ckpt["step"] > 16 and (out / LAST).read_bytes() != before
+    steps = [r["step"] for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "step"]
+    assert steps == sorted(steps) and len(steps) == len(set(steps))  # one writer: no interleaved rows
+    resumed = run_cli("pretrain", "mobilenetv3_large", "--resume", str(out), "--until-step", str(ckpt["step"] + 1))
+    assert resumed.returncode == 0, resumed.stderr  # the lock died with its process
+
+
+def test_output_to_a_file_is_plain_lines(tmp_path):
+    """Redirected output (nohup, SLURM, CI) gets one line per log window and no carriage-return bar frames."""
+    proc = run_cli(
+        "pretrain", "mobilenetv3_large", "--data", "builtin:val", "--epochs", "1", "--batch-size", "64",
+        "--device", "cpu", "--out", str(tmp_path / "run"), *SETS,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stdout and "\r" not in proc.stderr
+    windows = [line for line in proc.stdout.splitlines() if line.startswith("epoch 1/1: ") and "/16 step (" in line]
+    assert len(windows) == 4, proc.stdout  # 16 steps, a line every 4 (train.log_every)
+    assert windows[-1].startswith("epoch 1/1: 16/16 step (100%)") and "img_s " in windows[-1]
+    assert "ETA" in windows[0] and "loss " in windows[0]
+    assert "epoch 1/1: loss " in proc.stdout  # the epoch's own line

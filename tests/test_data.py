@@ -81,7 +81,8 @@ def test_large_folders_stream_through_workers(tmp_path):
     assert images.images is None and len(images) == 5
     with pytest.warns(UserWarning, match="broken.jpg"):
         batches = list(images.batches(batch_size=5, epoch=0, seed=0))
-    assert len(batches) == 1 and batches[0].shape == (4, 3, 16, 16)  # the unreadable one left out
+    (batch, aspects), *rest = batches
+    assert not rest and batch.shape == (4, 3, 16, 16) and aspects.shape == (4,)  # the unreadable one left out
 
 
 def test_missing_and_empty_folders_are_clear_errors(tmp_path):
@@ -116,4 +117,46 @@ def test_batches_resume_mid_epoch():
     data = builtin_images("val", 8)
     full = list(data.batches(100, epoch=3, seed=7))
     tail = list(data.batches(100, epoch=3, seed=7, start=4))
-    assert len(full) == len(data) // 100 and all(torch.equal(a, b) for a, b in zip(full[4:], tail, strict=True))
+    assert len(full) == len(data) // 100
+    assert all(torch.equal(a, b) and torch.equal(p, q) for (a, p), (b, q) in zip(full[4:], tail, strict=True))
+    assert all(torch.equal(aspects, torch.ones(100)) for _, aspects in full)  # the built-in renders are square
+
+
+def _png16(path, pixels: np.ndarray) -> None:
+    """A 16-bit PNG written by hand (PIL cannot write 16-bit RGB): signature, IHDR, one IDAT, IEND."""
+    import struct
+    import zlib
+
+    h, w = pixels.shape[:2]
+    colour = 2 if pixels.ndim == 3 else 0
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + pixels[y].astype(">u2").tobytes() for y in range(h))
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, colour, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("shape", [(12, 16), (12, 16, 3)], ids=["grey", "rgb"])
+def test_16_bit_pngs_decode_to_their_8_bit_values(tmp_path, shape):
+    """A 16-bit PNG of value v * 257 is 8-bit value v; PIL's own conversion had made grey 128 almost white."""
+    rng = np.random.default_rng(0)
+    values = rng.integers(0, 256, shape)
+    _png16(tmp_path / "deep.png", values * 257)
+    decoded = decode_image(tmp_path / "deep.png", 12)  # the centre 12 x 12 square: no resampling
+    expected = values[:, 2:14] if len(shape) == 3 else np.repeat(values[:, 2:14, None], 3, axis=2)
+    assert torch.equal(decoded, torch.from_numpy(expected.astype(np.uint8)).permute(2, 0, 1))
+
+
+def test_float_and_32_bit_greyscale_keep_their_brightness(tmp_path):
+    from lwzoo.preprocess import to_rgb
+
+    mid = to_rgb(Image.fromarray(np.full((4, 4), 0.5, np.float32)))
+    assert np.asarray(mid).mean() == 128
+    deep = to_rgb(Image.fromarray(np.full((4, 4), 128 * 257, np.int32)))
+    assert np.asarray(deep).mean() == 128
+    eight_bit_in_int32 = to_rgb(Image.fromarray(np.full((4, 4), 77, np.int32)))
+    assert np.asarray(eight_bit_in_int32).mean() == 77

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -46,7 +47,7 @@ def test_losses_are_finite(ranks):
 def test_ranks_get_disjoint_halves_of_each_global_batch(ranks):
     a, b = ranks
     assert a["shards"].shape == (4, 16, 3, 16, 16)
-    full = list(builtin_images("val", 16).batches(32, epoch=0, seed=3))[:4]
+    full = [images for images, _ in builtin_images("val", 16).batches(32, epoch=0, seed=3)][:4]
     for i in range(4):
         assert torch.equal(torch.cat([a["shards"][i], b["shards"][i]]), full[i])
 
@@ -101,3 +102,20 @@ def test_batch_must_divide_over_processes(tmp_path):
         str(tmp_path / "run"),
     )
     assert proc.returncode != 0 and "must divide evenly over 2 processes" in proc.stderr
+
+
+def test_every_collective_gets_tensors_on_the_context_device_and_the_stop_check_is_per_window(tmp_path):
+    """NCCL refuses CPU tensors, so a tensor lwzoo hands a collective must live on the rank's device; and the
+    stop check agrees across ranks once per log window (8 steps, log_every 4: 2 checks), not every step."""
+    proc = torchrun(str(Path(__file__).with_name("ddp_collectives_worker.py")), str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in (0, 1):
+        seen = json.loads((tmp_path / f"collectives{rank}.json").read_text())
+        assert seen["steps"] == 8 and seen["records"]
+        for record in seen["records"]:
+            assert set(record["devices"]) <= {seen["context_device"]}, record
+            if record["op"] == "broadcast_object_list":
+                assert "device" in record["kwargs"], record  # object lists travel as tensors on the context's device
+        reductions = [r for r in seen["records"] if r["op"] == "all_reduce"]
+        # per log window: the loss mean and the stop check (DDP's gradient all-reduce goes through its reducer)
+        assert len(reductions) == 2 * 2, [r["op"] for r in seen["records"]]

@@ -90,7 +90,7 @@ def test_tampered_or_missing_files_are_clear_errors(evaluated_export, tmp_path):
 def test_unknown_names_suggest_close_ones():
     with pytest.raises(LwzooError, match="Did you mean 'effnet_b0-smoothed'"):
         lwzoo.load("effnet_b0-smoothd")
-    assert {"mobilenetv3_large-smoothed", "effnet_b0-smoothed"} <= set(lwzoo.list_models())
+    assert {"mobilenetv3_large-smoothed", "effnet_b0-smoothed"} <= {m.name for m in lwzoo.list_models()}
 
 
 def publish_to(

@@ -127,7 +127,8 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 def test_failed_save_leaves_the_last_good_checkpoint(tmp_path, monkeypatch):
     from lwzoo import checkpoint
 
-    good = checkpoint.atomic_save({"format": checkpoint.FORMAT, "step": 1}, tmp_path / LAST)
+    fields = {"format": checkpoint.FORMAT, **dict.fromkeys(checkpoint.REQUIRED_KEYS, 0)}
+    good = checkpoint.atomic_save({**fields, "step": 1}, tmp_path / LAST)
 
     def broken_save(obj, f):
         f.write(b"half a checkpoint")
@@ -135,7 +136,7 @@ def test_failed_save_leaves_the_last_good_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(checkpoint.torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        checkpoint.atomic_save({"format": checkpoint.FORMAT, "step": 2}, good)
+        checkpoint.atomic_save({**fields, "step": 2}, good)
     monkeypatch.undo()
     assert load_checkpoint(good)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == [LAST]  # no temp file left behind
@@ -151,3 +152,79 @@ def test_metrics_rows_are_json_and_mirrored_to_tensorboard(straight_run):
     events.Reload()
     assert "step/loss" in events.Tags()["scalars"]
     assert [e.step for e in events.Scalars("epoch/loss")] == [16, 32]
+
+
+def test_until_step_must_be_reachable(tmp_path):
+    with pytest.raises(LwzooError, match="--until-step must be at least 1"):
+        tiny(tmp_path, "zero", steps_per_run=0)
+    assert not (tmp_path / "zero").exists()  # refused before the run folder was made
+    first = tiny(tmp_path, "run", steps_per_run=3)
+    with pytest.raises(LwzooError, match="not beyond the checkpoint's step 3"):
+        pretrain("mobilenetv3_large", resume=first.out_dir, until_step=2, device="cpu", verbose=False)
+
+
+def test_resume_of_a_run_that_never_saved_says_how_to_restart(tmp_path):
+    dead = tmp_path / "dead"
+    dead.mkdir()
+    (dead / "recipe.yaml").write_text("name: demo\n")
+    with pytest.raises(LwzooError, match=r"has no checkpoint yet.*start it again without --resume"):
+        pretrain("mobilenetv3_large", resume=dead, device="cpu", verbose=False)
+
+
+def test_a_fresh_run_drops_a_dead_runs_rows_and_temp_files(tmp_path):
+    """A run killed before its first save left metrics rows and a half-written checkpoint; a new run in the
+    same folder starts clean."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text(json.dumps({"kind": "step", "step": 4, "loss": 99.0}) + "\n")
+    dead_pid = 2**22 + 12345  # beyond Linux's default pid_max: no live process has it
+    (out / f".checkpoint-last.pt.tmp{dead_pid}").write_bytes(b"half a checkpoint")
+    result = tiny(tmp_path, "run", steps_per_run=4)
+    rows = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in rows if r["kind"] == "step"] == [4] and rows[0]["loss"] != 99.0
+    assert not list(out.glob(".*.tmp*")) and result.step == 4
+
+
+def test_a_queue_larger_than_half_the_data_is_capped_and_recorded(tmp_path):
+    result = tiny(tmp_path, "run", steps_per_run=1, overrides=[*TINY, "train.epochs=2", "moco.queue_size=4096"])
+    recipe = load_checkpoint(result.checkpoint)["recipe"]
+    assert recipe["moco"]["queue_size"] == 512  # the largest power of two <= 1024 images / 2
+    assert "capped to 512 for 1,024 training images" in recipe["description"]
+    assert load_checkpoint(result.checkpoint)["model"]["queue.keys"].shape == (512, 128)
+    fits = tiny(tmp_path, "fits", steps_per_run=1, overrides=[*TINY, "train.epochs=2", "moco.queue_size=512"])
+    assert load_checkpoint(fits.checkpoint)["recipe"]["moco"]["queue_size"] == 512
+
+
+def test_fewer_epochs_than_the_warmup_scale_the_warmup(tmp_path, capsys):
+    result = pretrain(
+        "mobilenetv3_large", data="builtin:val", out=tmp_path / "run", device="cpu", until_step=1, batch_size=64,
+        epochs=2, recipe="mobilenetv3_large", overrides=[*TINY],
+    )  # fmt: skip
+    recipe = load_checkpoint(result.checkpoint)["recipe"]
+    assert recipe["optim"]["warmup_epochs"] == pytest.approx(5 * 2 / 200)
+    assert "optim.warmup_epochs 5 scaled to 0.05" in capsys.readouterr().out
+    kept = tiny(tmp_path, "kept", steps_per_run=1, overrides=[*TINY, "train.epochs=2", "optim.warmup_epochs=1"])
+    assert load_checkpoint(kept.checkpoint)["recipe"]["optim"]["warmup_epochs"] == 1  # the user's own value
+
+
+def test_a_nan_loss_names_no_checkpoint_that_does_not_exist(tmp_path):
+    # Normalising by mean 1e30 and std 1e-30 sends every pixel to -inf in float32: the loss is NaN at once.
+    with pytest.raises(LwzooError, match=r"loss became nan at step \d+.*no checkpoint was saved"):
+        tiny(
+            tmp_path,
+            "run",
+            overrides=[
+                *TINY,
+                "train.epochs=2",
+                "augment.mean=[1.0e30, 1.0e30, 1.0e30]",
+                "augment.std=[1.0e-30, 1.0e-30, 1.0e-30]",
+            ],
+        )
+    assert not (tmp_path / "run" / LAST).exists()
+
+
+def test_resuming_a_finished_run_does_nothing_and_says_done(straight_run, capsys):
+    before = straight_run.checkpoint.read_bytes()
+    again = pretrain("mobilenetv3_large", resume=straight_run.out_dir, device="cpu")
+    assert again.finished and again.step == 32 and "done already" in capsys.readouterr().out
+    assert straight_run.checkpoint.read_bytes() == before

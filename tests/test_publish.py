@@ -110,8 +110,7 @@ def test_upload_is_one_commit_of_the_assembled_files(evaluated_export, tmp_path,
 
     monkeypatch.setattr(HfApi, "create_commit", spy)
     with FakeHub(tmp_path / "hub") as hub:
-        monkeypatch.setenv("HF_ENDPOINT", hub.url)
-        monkeypatch.setenv("HF_TOKEN", hub.token)
+        hub.connect(monkeypatch, token=hub.token)
         result = publish(evaluated_export, "lwzoo-test/mnv3-demo", verbose=False)
         assert len(hub.commits) == 1 and len(handed) == 1
         (ops,) = handed
@@ -122,6 +121,7 @@ def test_upload_is_one_commit_of_the_assembled_files(evaluated_export, tmp_path,
         stored = hub.repo_dir("lwzoo-test/mnv3-demo")
         assert (stored / "model.safetensors").read_bytes() == (evaluated_export / "model.safetensors").read_bytes()
         assert result.commit_url.startswith(hub.url) and set(hub.auth_headers) == {f"Bearer {hub.token}"}
+        assert sorted(commit["lfs_files"]) == ["model.onnx", "model.safetensors", "training_curve.png"]
 
 
 def test_upload_to_a_branch_and_a_refused_token(evaluated_export, tmp_path):
@@ -133,7 +133,7 @@ def test_upload_to_a_branch_and_a_refused_token(evaluated_export, tmp_path):
             "lwzoo-test/mnv3",
             "--revision",
             "v1",
-            env={"HF_ENDPOINT": hub.url, "HF_TOKEN": hub.token, "HF_HUB_OFFLINE": ""},
+            env=hub.client_env(token=hub.token),
         )
         assert ok.returncode == 0, ok.stderr
         assert hub.token not in ok.stdout + ok.stderr
@@ -143,7 +143,7 @@ def test_upload_to_a_branch_and_a_refused_token(evaluated_export, tmp_path):
             str(evaluated_export),
             "--repo-id",
             "lwzoo-test/mnv3",
-            env={"HF_ENDPOINT": hub.url, "HF_TOKEN": "hf_wrong_secret", "HF_HUB_OFFLINE": ""},
+            env=hub.client_env(token="hf_wrong_secret"),
         )
         assert bad.returncode != 0 and "token was refused" in bad.stderr
         assert "hf_wrong_secret" not in bad.stderr + bad.stdout
@@ -153,7 +153,7 @@ def test_publish_local_fills_the_local_zoo(evaluated_export):
     import lwzoo
 
     result = publish(evaluated_export, "lwzoo-test/demo-local", local=True, verbose=False)
-    assert result.local.name == "demo-local" and "demo-local" in lwzoo.list_models()
+    assert result.local.name == "demo-local" and "demo-local" in {m.name for m in lwzoo.list_models()}
     proc = run_cli("zoo", "list")
     assert "demo-local" in proc.stdout and "effnet_b0-smoothed" in proc.stdout
     assert lwzoo.load("demo-local")(
@@ -166,3 +166,30 @@ def test_offline_mode_refuses_to_upload(evaluated_export):
         "publish", str(evaluated_export), "--repo-id", "lwzoo-test/x", env={"HF_TOKEN": "hf_x", "HF_HUB_OFFLINE": "1"}
     )
     assert proc.returncode != 0 and "HF_HUB_OFFLINE is set" in proc.stderr
+
+
+def test_a_damaged_model_file_is_refused_and_the_last_folder_kept(evaluated_export, tmp_path, monkeypatch):
+    export = tmp_path / "export"
+    shutil.copytree(evaluated_export, export)
+    out = tmp_path / "hub"
+    publish(export, "lwzoo-test/mnv3-demo", dry_run=True, out=out, verbose=False)
+    assembled = {p.name: p.read_bytes() for p in out.iterdir()}
+    data = bytearray((export / "model.safetensors").read_bytes())
+    data[-1] ^= 0x01  # one flipped bit in the last weight: still a readable safetensors file
+    (export / "model.safetensors").write_bytes(bytes(data))
+    proc = run_cli("publish", str(export), "--repo-id", "lwzoo-test/mnv3-demo", "--dry-run", "--out", str(out))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert f"'{export / 'model.safetensors'}' does not match the sha256 its config.json records" in line
+    assert "export the run again" in line
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == assembled  # the last good folder is untouched
+
+    (export / "model.safetensors").write_bytes(bytes(data[:-1]) + bytes([data[-1] ^ 0x01]))  # repaired
+    onnx = bytearray((export / "model.onnx").read_bytes())
+    onnx[len(onnx) // 2] ^= 0x01
+    (export / "model.onnx").write_bytes(bytes(onnx))
+    with FakeHub(tmp_path / "fake-hub") as hub:
+        hub.connect(monkeypatch, token=hub.token)
+        with pytest.raises(LwzooError, match=r"model\.onnx' does not match the sha256"):
+            publish(export, "lwzoo-test/mnv3-demo", verbose=False)
+        assert hub.requests == []  # refused before anything was sent

@@ -127,3 +127,14 @@ def test_every_key_is_settable():
 def test_digest_changes_with_values():
     a, b = load_recipe("demo"), load_recipe("demo", {"optim.lr": 0.123})
     assert a.digest() != b.digest() and a.digest() == load_recipe("demo").digest()
+
+
+def test_a_recipe_saved_before_later_keys_still_loads():
+    """Checkpoints and exports written before train.compile existed hold recipes without it."""
+    from lwzoo.recipe import LATER_KEYS, recipe_from_dict
+
+    saved = load_recipe("demo").to_dict()
+    del saved["train"]["compile"]
+    old = recipe_from_dict(saved, source="an old checkpoint")
+    assert old.train.compile is False and old == load_recipe("demo")
+    assert set(LATER_KEYS) <= set(recipe_keys())

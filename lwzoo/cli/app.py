@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from ..errors import LwzooError
+from .embed import embed_command
 from .eval import app as eval_app
 from .export import export_command
 from .pretrain import pretrain_command
@@ -30,6 +31,7 @@ app.command("recipes")(recipes_command)
 app.add_typer(eval_app, name="eval")
 app.command("export")(export_command)
 app.command("publish")(publish_command)
+app.command("embed")(embed_command)
 app.add_typer(zoo_app, name="zoo")
 
 
@@ -58,5 +60,11 @@ def main(argv: list[str] | None = None) -> None:
     except LwzooError as e:
         if debug:
             raise
-        print(f"lwzoo: error: {e}", file=sys.stderr)
+        message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())  # one line, always
+        print(f"lwzoo: error: {message}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C outside pretraining (which saves and exits 130 itself): stop, no traceback
+        if debug:
+            raise
+        print("lwzoo: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -74,6 +74,16 @@ def pretrain_command(
             "--eval-data", help="Labelled held-out folder for --eval-every. Default: built-in held-out split."
         ),
     ] = None,
+    compile_: Annotated[
+        Optional[str],
+        typer.Option(
+            "--compile",
+            metavar="MODE",
+            help="Set train.compile: a torch.compile mode for the training step (default; reduce-overhead adds "
+            "CUDA graphs on a GPU), or false for eager.",
+            show_default=False,
+        ),
+    ] = None,
     nproc: Annotated[
         int, typer.Option("--nproc", help="Processes on this machine, one per GPU: runs itself under torchrun (DDP).")
     ] = 1,
@@ -86,7 +96,7 @@ def pretrain_command(
     result = pretrain(
         arch,
         recipe=recipe,
-        overrides=set_ or [],
+        overrides=[*(set_ or []), *([f"train.compile={compile_}"] if compile_ is not None else [])],
         data=data,
         epochs=epochs,
         batch_size=batch_size,
