@@ -23,36 +23,15 @@ import time
 from collections.abc import Callable
 
 import torch
-import torchvision.transforms as T
+from _common import pil_pipeline
 from _results import write_section
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from lwzoo.augment import TwoViewAugment
 from lwzoo.builtin_data import render_textures
 from lwzoo.recipe import load_recipe
 
 BATCHED, PIL = "lwzoo batched", "per-image PIL"
-
-
-class PilBlur:
-    """MoCo v2's GaussianBlur: PIL's filter with sigma drawn from [0.1, 2.0]."""
-
-    def __call__(self, img: Image.Image) -> Image.Image:
-        return img.filter(ImageFilter.GaussianBlur(radius=float(torch.empty(1).uniform_(0.1, 2.0))))
-
-
-def pil_pipeline(size: int) -> T.Compose:
-    return T.Compose(
-        [
-            T.RandomResizedCrop(size, scale=(0.2, 1.0)),
-            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-            T.RandomGrayscale(p=0.2),
-            T.RandomApply([PilBlur()], p=0.5),
-            T.RandomHorizontalFlip(),
-            T.ToTensor(),
-            T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-        ]
-    )
 
 
 def pipelines(size: int, batch: int) -> dict[str, Callable[[], int]]:

@@ -2,9 +2,10 @@
 against random-init encoders and against the demo with one of its choices undone.
 
 Each arm pretrains MobileNet-V3-Large on the built-in train split with ``recipes/demo.yaml`` plus
-the arm's overrides, then scores the frozen backbone (eval mode, pooled features) by weighted kNN
-(k 20, T 0.07, cosine) on the built-in val split. Finished runs are remembered in
-``demo_recipe.json``, so an interrupted benchmark picks up where it stopped.
+the arm's overrides (``lwzoo.pretrain``), then scores the frozen backbone with ``lwzoo.evaluate.knn``
+(k 20, T 0.07, cosine, the demo recipe's preprocessing) on the built-in val split; a random-init row
+is ``evaluate.knn("random:mobilenetv3_large:SEED")`` on the same data and preprocessing. Finished
+runs are remembered in ``demo_recipe.json``, so an interrupted benchmark picks up where it stopped.
 
     python benchmarks/demo_recipe.py                    # all arms, seeds as below (~40 min on 2 cores)
     python benchmarks/demo_recipe.py --arms demo --seeds 0 1 2
@@ -19,15 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
 from _results import write_section
 
-from lwzoo.archs import create_backbone
-from lwzoo.builtin_data import builtin_images
-from lwzoo.checkpoint import load_checkpoint
+from lwzoo import evaluate
 from lwzoo.pretrain import pretrain
-from lwzoo.recipe import load_recipe
 
 ARMS: dict[str, list[str]] = {
     "demo": [],
@@ -41,23 +37,14 @@ ARMS: dict[str, list[str]] = {
 STATE = Path(__file__).with_name("demo_recipe.json")
 
 
-@torch.no_grad()
-def knn_accuracy(backbone: torch.nn.Module, size: int, k: int = 20, t: float = 0.07) -> float:
-    recipe = load_recipe("demo")
-    mean, std = torch.tensor(recipe.augment.mean).view(1, 3, 1, 1), torch.tensor(recipe.augment.std).view(1, 3, 1, 1)
-    backbone.eval()
-
-    def features(images: torch.Tensor) -> torch.Tensor:
-        return torch.cat([F.normalize(backbone((b.float() / 255 - mean) / std), dim=1) for b in images.split(512)])
-
-    train, val = builtin_images("train", size), builtin_images("val", size)
-    f_train, f_val = features(train.images), features(val.images)
-    sims, idx = (f_val @ f_train.t()).topk(k, dim=1)
-    votes = torch.zeros(len(val), len(train.classes)).scatter_add_(1, train.labels[idx], (sims / t).exp())
-    return (votes.argmax(1) == val.labels).float().mean().item() * 100
+def knn_accuracy(encoder: str | Path, out: Path) -> float:
+    """kNN top-1 % of ``encoder`` (a checkpoint or ``random:ARCH:SEED``) on the built-in val split, voting with
+    the built-in train split; ``eval-knn.json`` goes to ``out``."""
+    result = evaluate.knn(encoder, data="builtin:train", val_data="builtin:val", device="cpu", out=out, cache=False)
+    return result.top1
 
 
-def run_arm(name: str, overrides: list[str], seed: int, size: int) -> dict:
+def run_arm(name: str, overrides: list[str], seed: int) -> dict:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         result = pretrain(
@@ -67,16 +54,11 @@ def run_arm(name: str, overrides: list[str], seed: int, size: int) -> dict:
             seed=seed,
             out=Path(tmp) / "run",
             device="cpu",
-            verbose=False,
         )
         if not result.finished:  # stopped by a signal: not a result, and nothing to record
             raise SystemExit(f"{name}, seed {seed}: stopped at step {result.step}/{result.total_steps}; not recorded")
-        ckpt = load_checkpoint(result.checkpoint)
-    backbone = create_backbone("mobilenetv3_large")
-    backbone.load_state_dict(
-        {k.removeprefix("backbone."): v for k, v in ckpt["model"].items() if k.startswith("backbone.")}
-    )
-    return {"knn": knn_accuracy(backbone, size), "loss": result.loss, "wall_s": time.perf_counter() - t0}
+        knn = knn_accuracy(result.checkpoint, Path(tmp))
+    return {"knn": knn, "loss": result.loss, "wall_s": time.perf_counter() - t0}
 
 
 def main() -> None:
@@ -85,13 +67,12 @@ def main() -> None:
     p.add_argument("--seeds", nargs="*", type=int, default=None, help="default: 0 1 2 for demo, 0 1 for the others")
     a = p.parse_args()
     state = json.loads(STATE.read_text()) if STATE.exists() else {}
-    size = load_recipe("demo").augment.image_size
 
     for seed in a.seeds or [0, 1, 2]:
         key = f"random init|{seed}"
         if key not in state:
-            torch.manual_seed(seed)
-            state[key] = {"knn": knn_accuracy(create_backbone("mobilenetv3_large"), size)}
+            with tempfile.TemporaryDirectory() as tmp:
+                state[key] = {"knn": knn_accuracy(f"random:mobilenetv3_large:{seed}", Path(tmp))}
             STATE.write_text(json.dumps(state, indent=1))
     for name in a.arms:
         for seed in a.seeds or ([0, 1, 2] if name == "demo" else [0, 1]):
@@ -99,7 +80,7 @@ def main() -> None:
             if key in state:
                 continue
             print(f"{name}, seed {seed} ...", flush=True)
-            state[key] = run_arm(name, ARMS[name], seed, size)
+            state[key] = run_arm(name, ARMS[name], seed)
             print(f"  {state[key]}", flush=True)
             STATE.write_text(json.dumps(state, indent=1))
 

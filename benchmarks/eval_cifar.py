@@ -12,35 +12,23 @@ demo recipe at 32 px but MoCo v2's hue jitter (CIFAR's colours carry class infor
 from __future__ import annotations
 
 import argparse
-import os
-import tarfile
 import time
 from pathlib import Path
 
+from _common import cifar_root
 from _results import write_section
 
 from lwzoo import evaluate
-from lwzoo.checkpoint import LAST, load_checkpoint
-from lwzoo.data import cache_dir
+from lwzoo.checkpoint import load_checkpoint
+from lwzoo.env import cache_dir
 from lwzoo.pretrain import pretrain
+from lwzoo.run_folder import CHECKPOINT
 
-TAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpg.tar"
 PRETRAIN = [
     "augment.jitter=[0.4, 0.4, 0.4, 0.1]",
     "moco.queue_size=4096",
     "train.log_every=50",
 ]
-
-
-def cifar_root() -> Path:
-    root = Path(os.environ.get("LWZOO_CIFAR", cache_dir() / "cifar10"))
-    if not (root / "train").is_dir():
-        if not TAR.is_file():
-            raise SystemExit(f"CIFAR-10 is neither at {root} nor in {TAR}")
-        root.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(TAR) as tar:
-            tar.extractall(root, filter="data")
-    return root
 
 
 def main() -> None:
@@ -52,7 +40,8 @@ def main() -> None:
     root = cifar_root()
     train, test = root / "train", root / "test"
 
-    ckpt = Path(a.checkpoint) if a.checkpoint else cache_dir() / "bench" / f"eval-cifar-e{a.pretrain_epochs}" / LAST
+    run_dir = cache_dir() / "bench" / f"eval-cifar-e{a.pretrain_epochs}"
+    ckpt = Path(a.checkpoint) if a.checkpoint else run_dir / CHECKPOINT
     if not a.checkpoint and not (
         ckpt.is_file() and load_checkpoint(ckpt)["step"] == load_checkpoint(ckpt)["total_steps"]
     ):

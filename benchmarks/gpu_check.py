@@ -58,8 +58,8 @@ import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from _common import pil_pipeline, sync
 from _results import command, machine, write_section
-from augment_throughput import pil_pipeline
 from PIL import Image
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.data import DataLoader
@@ -70,6 +70,7 @@ from lwzoo.builtin_data import render_textures
 from lwzoo.engine import Engine
 from lwzoo.metrics import read_metrics
 from lwzoo.recipe import Recipe, fit_queue_to_data, load_recipe
+from lwzoo.run_folder import METRICS
 
 SECTION = "gpu_check"
 MNV3, EFFNET = "mobilenetv3_large", "effnet_b0"
@@ -145,11 +146,6 @@ class Row:
     steps: int = 0  # steps in the timed windows
     seconds: float | None = None  # the phase's wall time, set-up (decode, compile, worker start) included
     notes: list[str] = field(default_factory=list)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def fresh_memory(device: torch.device) -> None:
@@ -406,10 +402,9 @@ def lwzoo_run(ctx: Context, phase: str, arch: str, extra: list[str], box: float 
             until_step=a.steps,
             out=ctx.scratch / "runs" / phase,
             overrides=overrides,
-            verbose=False,
         )
     seconds = time.perf_counter() - t0
-    rows = [r for r in read_metrics(result.out_dir / "metrics.jsonl") if r["kind"] == "step"]
+    rows = [r for r in read_metrics(result.out_dir / METRICS) if r["kind"] == "step"]
     spe = ctx.n_images // a.batch
     profiled = range(profile_from + 1, profile_from + 1 + probe.profile_steps)
     windows = steady_windows(rows, a.batch, spe, profiled)

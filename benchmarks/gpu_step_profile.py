@@ -20,6 +20,7 @@ import argparse
 import time
 
 import torch
+from _common import sync
 from _results import write_section
 from torch.profiler import ProfilerActivity, profile
 
@@ -43,24 +44,20 @@ def measure(net: str, size: int, extra: dict, amp: bool, steps: int, warmup: int
         engine.amp = None
     images = torch.randint(0, 256, (256, 3, size, size), dtype=torch.uint8, device=device)
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     for _ in range(warmup):
         engine.train_step(images)
-    sync()
+    sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
         engine.train_step(images)
-    sync()
+    sync(device)
     wall_ms = (time.perf_counter() - t0) / steps * 1000
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     prof_steps = 1  # the profiler's own bookkeeping of ~20k events per step takes seconds
     with profile(activities=acts) as prof:
         for _ in range(prof_steps):
             engine.train_step(images)
-        sync()
+        sync(device)
     try:  # kernel events of the profiled steps (attribute names vary across torch releases)
         events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
         total_us = sum(getattr(e, "device_time", None) or getattr(e, "cuda_time", 0) for e in events)

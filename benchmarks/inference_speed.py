@@ -21,7 +21,8 @@ from _results import write_section
 
 from lwzoo.archs import create_backbone
 from lwzoo.builtin_data import render_textures
-from lwzoo.export import Int8Options, OnnxOptions, export_onnx, onnx_session, quantize_int8
+from lwzoo.export import Int8Options, OnnxOptions, export_onnx, quantize_int8
+from lwzoo.onnx_runtime import onnx_session
 from lwzoo.preprocess import Preprocess
 
 

@@ -35,8 +35,9 @@ from _results import write_section
 
 from lwzoo.archs import get_arch
 from lwzoo.augment import TwoViewAugment
-from lwzoo.builtin_data import builtin_images, render_textures
+from lwzoo.builtin_data import render_textures
 from lwzoo.config import parse_overrides
+from lwzoo.data import builtin_images
 from lwzoo.engine import Engine
 from lwzoo.recipe import load_recipe
 

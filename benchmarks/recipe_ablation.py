@@ -40,23 +40,19 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from _common import ARMS, STATE, load_state, subsets, unit_dir
 from _results import RESULTS, machine, write_section
-from eval_cifar import cifar_root
 
 from lwzoo import evaluate
-from lwzoo.checkpoint import LAST, load_checkpoint
-from lwzoo.data import cache_dir, default_workers, load_images, scan_folder
+from lwzoo.checkpoint import load_checkpoint
+from lwzoo.data import default_workers, load_images
+from lwzoo.env import cache_dir
 from lwzoo.metrics import read_metrics
 from lwzoo.pretrain import pretrain
+from lwzoo.progress import SILENT, Console
+from lwzoo.run_folder import CHECKPOINT, METRICS
 
 NETS = ["mobilenetv3_large", "effnet_b0"]
-ARMS = {
-    "a": ("MoCo v2 ResNet-50 recipe", "mocov2_resnet50", []),
-    "b": ("lwzoo tuned, plain InfoNCE", None, ["loss.alpha=0.0"]),
-    "c": ("lwzoo tuned + smoothed InfoNCE", None, []),
-}
-# $LWZOO_ABLATION_STATE: a dry run keeps its own state (and PNG beside it)
-STATE = Path(os.environ.get("LWZOO_ABLATION_STATE", Path(__file__).with_name("recipe_ablation.json")))
 PNG = STATE.with_name("recipe_ablation_knn.png")
 
 
@@ -76,32 +72,6 @@ def common(epochs: int) -> list[str]:
         f"train.epochs={epochs}",
         "train.log_every=20",
     ]
-
-
-def subsets(per_class_train: int, per_class_val: int) -> tuple[Path, Path, Path, Path]:
-    """Class-balanced, disjoint subsets of CIFAR-10 train as folders of symlinks: (pretrain, held-out)."""
-    root = cifar_root()
-    base = cache_dir() / "bench" / f"cifar10-sub{per_class_train}-val{per_class_val}"
-    train_sub, val_sub = base / "train", base / "val"
-    if not (base / "done").exists():
-        paths, labels, classes = scan_folder(root / "train")
-        by_class: dict[int, list[Path]] = {}
-        for p, y in zip(paths, labels, strict=True):
-            by_class.setdefault(y, []).append(p)
-        for y, files in by_class.items():
-            files = sorted(files)  # the sorted order of the tar's file names is the fixed "random" order
-            for dest, chosen in ((train_sub, files[:per_class_train]), (val_sub, files[-per_class_val:])):
-                (dest / classes[y]).mkdir(parents=True, exist_ok=True)
-                for f in chosen:
-                    link = dest / classes[y] / f.name
-                    if not link.exists():
-                        link.symlink_to(f)
-        (base / "done").write_text("ok")
-    return train_sub, val_sub, root / "train", root / "test"
-
-
-def load_state() -> dict:
-    return json.loads(STATE.read_text()) if STATE.exists() else {}
 
 
 @contextmanager
@@ -140,33 +110,29 @@ class Unit:
         return unit_dir(self.kind, self.key)
 
 
-def unit_dir(kind: str, key: str) -> Path:
-    """A unit's run folder, from its kind and its key in the state file."""
-    return cache_dir() / "bench" / kind / key.replace("|", "-").replace("=", "_").replace(" ", "")
-
-
 def budget_name(per_class: int, epochs: int, tag: str) -> str:
     return f"{per_class * 10 / 1000:g}k-e{epochs}" + (f"-{tag}" if tag else "")
 
 
 def run_unit(unit: Unit, device: str, verbose: bool = True) -> None:
     """Pretrain (or resume) one unit, evaluate it and record it in the state file."""
+    progress = Console() if verbose else SILENT
     train_sub, val_sub, train_full, test = subsets(unit.per_class, 500)
     out = unit.out
-    if (out / LAST).exists():
+    if (out / CHECKPOINT).exists():
         kwargs = {"resume": out}
     else:
         kwargs = {"recipe": unit.recipe, "overrides": list(unit.overrides), "data": train_sub}
     t0 = time.perf_counter()
     result = pretrain(
         unit.net, seed=unit.seed, out=out, device=device, eval_every=unit.eval_every, eval_data=val_sub,
-        verbose=verbose, **kwargs,
+        progress=progress, **kwargs,
     )  # fmt: skip
     if not result.finished:
         raise SystemExit(f"{unit.key}: stopped at step {result.step}/{result.total_steps}; rerun to resume")
-    rows = read_metrics(out / "metrics.jsonl")
+    rows = read_metrics(out / METRICS)
     record = {
-        "pretrain_s": load_checkpoint(out / LAST)["elapsed_s"],
+        "pretrain_s": load_checkpoint(out / CHECKPOINT)["elapsed_s"],
         "final_loss": result.loss,
         "knn_curve": [(r["epoch"], r["knn_top1"]) for r in rows if r["kind"] == "eval"],
         "this_session_s": time.perf_counter() - t0,
@@ -179,17 +145,31 @@ def run_unit(unit: Unit, device: str, verbose: bool = True) -> None:
     }
     entries = {}
     if unit.kind == "search":
-        record["val_knn"] = evaluate.knn(out, data=train_sub, val_data=val_sub, device=device, verbose=verbose).top1
+        record["val_knn"] = evaluate.knn(out, data=train_sub, val_data=val_sub, device=device, progress=progress).top1
         print(f"    {unit.key}: held-out kNN {record['val_knn']:.2f}", flush=True)
     else:
         first = unit.random_key not in load_state()  # its random-init row comes with the first finished unit
-        knn = evaluate.knn(out, data=train_full, val_data=test, device=device, baseline=first, verbose=verbose)
-        lin = evaluate.linear(out, data=train_full, val_data=test, device=device, baseline=first, verbose=verbose)
+        knn = evaluate.knn(
+            out,
+            data=train_full,
+            val_data=test,
+            device=device,
+            baseline=first,
+            progress=progress,
+        )
+        lin = evaluate.linear(
+            out,
+            data=train_full,
+            val_data=test,
+            device=device,
+            baseline=first,
+            progress=progress,
+        )
         record |= {"knn": knn.top1, "linear": lin.top1}
         if first:
             with tempfile.TemporaryDirectory() as tmp:  # the held-out split: the kNN curves' reference line
-                held = evaluate.knn(out, data=train_sub, val_data=val_sub, device=device, out=tmp, baseline=True,
-                                    verbose=False).baseline["top1"]  # fmt: skip
+                held = evaluate.knn(out, data=train_sub, val_data=val_sub, device=device, out=tmp, baseline=True)
+                held = held.baseline["top1"]
             entries[unit.random_key] = {"knn": knn.baseline["top1"], "linear": lin.baseline["top1"]}
             entries[unit.random_key]["heldout_knn"] = held
         print(f"    {unit.key}: kNN {knn.top1:.2f}  linear {lin.top1:.2f}", flush=True)
@@ -202,7 +182,7 @@ def _progress(unit: Unit) -> float:
     opts = dict(o.split("=", 1) for o in unit.overrides)
     total = int(opts["train.epochs"]) * (unit.per_class * 10 // int(opts["train.batch_size"]))
     try:
-        with open(unit.out / "metrics.jsonl", "rb") as f:
+        with open(unit.out / METRICS, "rb") as f:
             f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
             last = f.read().decode(errors="ignore").strip().splitlines()[-1]
         return min(1.0, json.loads(last)["step"] / total)
@@ -493,11 +473,11 @@ def _heldout_random(unit_key: str) -> float | None:
     is elsewhere): scored with that unit's preprocessing (baseline=True); features are cached."""
     net, _, _, budget = unit_key.split("|")
     out = unit_dir("ablation", unit_key)
-    if not (out / LAST).exists():
+    if not (out / CHECKPOINT).exists():
         return None
     train_sub, val_sub, _, _ = subsets(round(float(budget.split("k")[0]) * 100), 500)
     with tempfile.TemporaryDirectory() as tmp:
-        r = evaluate.knn(out, data=train_sub, val_data=val_sub, out=tmp, baseline=True, verbose=False)
+        r = evaluate.knn(out, data=train_sub, val_data=val_sub, out=tmp, baseline=True)
     return r.baseline["top1"]
 
 
@@ -566,7 +546,7 @@ def main() -> None:
         cmd_report(a)
     elif a.cmd == "_unit":
         spec = json.loads(a.spec)
-        run_unit(Unit(**spec | {"overrides": tuple(spec["overrides"])}), a.device, verbose=False)
+        run_unit(Unit(**spec | {"overrides": tuple(spec["overrides"])}), a.device)
     else:
         units = (ablation_units(a) if a.cmd != "search" else []) + (search_units(a) if a.cmd != "run" else [])
         execute(units, a.device, a.jobs, a.deadline)

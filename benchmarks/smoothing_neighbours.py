@@ -33,15 +33,16 @@ import time
 from pathlib import Path
 
 import torch
+from _common import ARMS, load_state, subsets, unit_dir
 from _results import machine, write_section
-from recipe_ablation import ARMS, load_state, subsets, unit_dir
 
 from lwzoo.archs import get_arch
-from lwzoo.checkpoint import LAST, load_checkpoint
+from lwzoo.checkpoint import load_checkpoint
 from lwzoo.data import load_images
 from lwzoo.engine import Engine, step_generator
 from lwzoo.losses import infonce_logits
 from lwzoo.recipe import recipe_from_dict
+from lwzoo.run_folder import CHECKPOINT
 
 STATE = Path(os.environ.get("LWZOO_NEIGHBOURS_STATE", Path(__file__).with_name("smoothing_neighbours.json")))
 KS = (1, 5, 20)
@@ -111,11 +112,11 @@ def cmd_run(a: argparse.Namespace) -> None:
     for key in sorted(units):
         net, arm, seed, budget = key.split("|")
         out = unit_dir("ablation", key)
-        if key in state or not (out / LAST).exists():
+        if key in state or not (out / CHECKPOINT).exists():
             continue
         train_sub, *_ = subsets(round(float(budget.split("k")[0]) * 100), 500)
         data = load_images(train_sub, 32)
-        ckpt = load_checkpoint(out / LAST)
+        ckpt = load_checkpoint(out / CHECKPOINT)
         rows = {key: engine_for(ckpt, net, ckpt["recipe"], int(seed))}
         # the tuned arms' encoders before training ((b) and (c) of a seed start from the same weights)
         init_key = f"init|{net}|{seed}|{budget}"

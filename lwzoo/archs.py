@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from pathlib import Path
 
 import timm
 import torch.nn as nn
 
-from .data import is_builtin
 from .errors import LwzooError
-
-DEMO_RECIPE = "demo"
 
 
 @dataclass(frozen=True)
@@ -59,11 +55,6 @@ def get_arch(name: str) -> Arch:
     close = difflib.get_close_matches(name, [*ARCHS, *(a.timm_name for a in ARCHS.values())], n=3)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise LwzooError(f"unknown architecture '{name}'.{hint} Known: {', '.join(ARCHS)}")
-
-
-def default_recipe_name(arch: Arch, data: str | Path | None) -> str:
-    """The recipe used when none is named: ``demo`` on the built-in set, else the arch's tuned recipe."""
-    return DEMO_RECIPE if is_builtin(data) else arch.recipe
 
 
 def create_backbone(arch: Arch | str, zero_init_residual: bool = False) -> nn.Module:

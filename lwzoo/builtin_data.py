@@ -15,21 +15,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .data import ImageSet
-from .errors import LwzooError
-
 CLASSES = ["hstripes", "vstripes", "checks", "dots", "rings", "spokes", "blobs", "speckle", "plaid", "crosshatch"]
 SPLITS = {"train": (2048, 0), "val": (1024, 1)}  # images per split, seed offset
 SEED = 20221214  # arXiv 2212.07158's submission date
-
-
-def builtin_images(split: str = "train", size: int = 32) -> ImageSet:
-    """The demo set's ``split`` (``train``, or ``val``: a fixed held-out split) rendered at ``size`` px."""
-    if split not in SPLITS:
-        raise LwzooError(f"the built-in data has splits {', '.join(SPLITS)}, not '{split}'")
-    n, offset = SPLITS[split]
-    images, labels = render_textures(n, size, seed=SEED + offset)
-    return ImageSet(f"builtin:{split}", size, list(CLASSES), labels, images, key=f"builtin-v1-{split}-{size}-{SEED}")
 
 
 def _hsv(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -1,26 +1,23 @@
 """Model cards: ``model_cards/template.md.j2`` rendered from what an export recorded.
 
-Every number on a card (the ``model-index`` in the front matter and the results table) is read
-from the export's ``evals.json``, never typed in; the training curve is drawn from its
-``metrics.jsonl``.
+Every number on a card (the ``model-index`` in the front matter and the results table) comes from the
+evaluations the export recorded, never typed in, and the evaluation method is described from each
+result's recorded settings. :func:`lwzoo.hub_folder.write_card` reads the files and calls this module.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import yaml
 
-from .errors import LwzooError
-from .hub_folder import read_hub_config
-from .metrics import read_metrics
+from .archs import Arch
+from .preprocess import Preprocess
 from .resources import resource_dir
 from .version import __version__
 
-CURVE = "training_curve.png"
 TEMPLATE = "template.md.j2"
 
 
@@ -32,11 +29,10 @@ def dataset_id(source: str) -> str:
     return path.parent.name if path.name in ("train", "val", "test", "validation") else path.name
 
 
-def plot_training_curve(metrics_jsonl: Path, out_png: Path) -> bool:
-    """Loss per logged step and, when the run had ``--eval-every``, kNN top-1 per epoch.
+def plot_training_curve(rows: list[dict[str, Any]], out_png: Path) -> bool:
+    """Loss per logged step and, when the run had ``--eval-every``, kNN top-1 per epoch, from metrics rows.
 
     Returns False when the log has nothing to draw."""
-    rows = read_metrics(metrics_jsonl) if metrics_jsonl.is_file() else []
     steps = [r for r in rows if r.get("kind") == "step"]
     evals = [r for r in rows if r.get("kind") == "eval"]
     if not steps:
@@ -60,104 +56,92 @@ def plot_training_curve(metrics_jsonl: Path, out_png: Path) -> bool:
     return True
 
 
-def _recorded_results(export_dir: Path) -> list[dict[str, Any]]:
-    path = export_dir / "evals.json"
-    return json.loads(path.read_text())["results"] if path.is_file() else []
+def method_line(results: list[dict[str, Any]]) -> str:
+    """How the results were measured, from each protocol's recorded settings (never a fixed sentence)."""
+    parts = []
+    for protocol in dict.fromkeys(r["protocol"] for r in results):
+        s = next(r for r in results if r["protocol"] == protocol)["settings"]
+        if protocol == "knn":
+            parts.append(f"kNN with k = {s['k']} and exp(sim / {s['temperature']:g}) votes")
+        elif s.get("optimizer") == "L-BFGS":
+            parts.append(
+                f"linear probe by L-BFGS on standardised features, weight decay {s['weight_decay']:g} chosen on a "
+                "held-out fifth of the training data"
+            )
+        else:
+            parts.append(
+                f"linear probe by {s.get('optimizer', '?')} on augmented crops, {s.get('epochs', '?')} epochs, "
+                f"lr {s.get('lr', '?')}, batch {s.get('batch_size', '?')}"
+            )
+    return "; ".join(parts) + "."
 
 
-def card_results(export_dir: Path) -> list[dict[str, Any]]:
-    """The evaluations an export recorded, or an error telling how to make them."""
-    results = _recorded_results(export_dir)
-    if not results:
-        raise LwzooError(
-            f"the export '{export_dir}' has no evaluation results, and a card must cite real numbers: run "
-            "`lwzoo eval knn CKPT --baseline` (and `lwzoo eval linear CKPT --baseline`), then export again"
-        )
-    return results
+def _front_matter(arch: Arch, results: list[dict[str, Any]], name: str, license: str) -> str:
+    """The card's YAML header: Hub metadata and a ``model-index`` of every recorded result."""
 
+    def metrics(r: dict[str, Any]) -> list[dict[str, Any]]:
+        found = [{"type": "accuracy", "value": round(r["top1"], 2), "name": f"{r['protocol']} top-1"}]
+        if r.get("top5") is not None:
+            found.append({"type": "top_5_accuracy", "value": round(r["top5"], 2), "name": f"{r['protocol']} top-5"})
+        return found
 
-def render_card(
-    export_dir: Path,
-    repo_id: str,
-    load_name: str | None = None,
-    license: str = "apache-2.0",
-    curve: str | None = CURVE,
-    require_results: bool = True,
-    target: str | None = None,
-) -> str:
-    """The README.md of a Hub repo for an export folder.
-
-    ``require_results=False`` lets a local zoo build without labelled data have a card that says it was not
-    evaluated (a card for the Hub must cite real numbers). ``target`` is what the paper reports for the recipe,
-    printed as a target and never as this model's result.
-    """
-    arch, preprocess, config = read_hub_config(export_dir)
-    results = card_results(export_dir) if require_results else _recorded_results(export_dir)
-    training = config.get("lwzoo", {}).get("training", {})
-    recipe = yaml.safe_load((export_dir / "recipe.yaml").read_text()) if (export_dir / "recipe.yaml").is_file() else {}
-    name = repo_id.split("/")[-1]
-    datasets = sorted({dataset_id(r["val_data"]) for r in results} | {dataset_id(r["train_data"]) for r in results})
-    loss = recipe.get("loss", {})
-    smoothed = loss.get("alpha", 0) > 0
+    index = [
+        {
+            "task": {"type": "image-classification", "name": f"{r['protocol']} on frozen features"},
+            "dataset": {"type": dataset_id(r["val_data"]), "name": dataset_id(r["val_data"])},
+            "metrics": metrics(r),
+        }
+        for r in results
+    ]
     front = {
         "library_name": "timm",
         "license": license,
         "pipeline_tag": "image-feature-extraction",
         "tags": ["lwzoo", "self-supervised", "moco", "contrastive", arch.name, arch.timm_name],
-        "datasets": datasets,
-        "model-index": [
-            {
-                "name": name,
-                "results": [
-                    {
-                        "task": {"type": "image-classification", "name": f"{r['protocol']} on frozen features"},
-                        "dataset": {"type": dataset_id(r["val_data"]), "name": dataset_id(r["val_data"])},
-                        "metrics": [
-                            {"type": "accuracy", "value": round(r["top1"], 2), "name": f"{r['protocol']} top-1"},
-                            *(
-                                [
-                                    {
-                                        "type": "top_5_accuracy",
-                                        "value": round(r["top5"], 2),
-                                        "name": f"{r['protocol']} top-5",
-                                    }
-                                ]
-                                if r.get("top5") is not None
-                                else []
-                            ),
-                        ],
-                    }
-                    for r in results
-                ],
-            }
-        ],
+        "datasets": sorted({dataset_id(r[k]) for r in results for k in ("val_data", "train_data")}),
+        "model-index": [{"name": name, "results": index}],
     }
+    return yaml.safe_dump(front, sort_keys=False)
+
+
+def _data_text(training: dict[str, Any]) -> str:
     data = training.get("data", {})
-    data_text = (
-        f"{data.get('num_images', '?'):,} images from `{data.get('source', '?')}`"
-        + (f" ({len(data['classes'])} classes, labels unused in pretraining)" if data.get("classes") else "")
-        + f"; {training.get('epoch', '?')} epochs, {training.get('step', '?')} steps, seed {training.get('seed', '?')}."
-        if data
-        else "Not recorded in this export."
+    if not data:
+        return "Not recorded in this export."
+    classes = f" ({len(data['classes'])} classes, labels unused in pretraining)" if data.get("classes") else ""
+    return (
+        f"{data.get('num_images', '?'):,} images from `{data.get('source', '?')}`{classes}; "
+        f"{training.get('epoch', '?')} epochs, {training.get('step', '?')} steps, seed {training.get('seed', '?')}."
     )
-    extra = []
-    if str(data.get("source", "")).startswith("builtin"):
-        extra.append(
-            "It was trained on lwzoo's built-in demo set of synthetic textures: a demonstration, not a useful encoder."
-        )
-    rows = [
-        (f"{section}.{key}", value)
-        for section, values in recipe.items()
-        if isinstance(values, dict)
-        for key, value in values.items()
-    ]
+
+
+def render_card(
+    arch: Arch,
+    preprocess: Preprocess,
+    config: dict[str, Any],
+    results: list[dict[str, Any]],
+    recipe: dict[str, Any],
+    repo_id: str,
+    load_name: str | None,
+    license: str,
+    curve: str | None,
+    target: str | None,
+    has_onnx: bool,
+) -> str:
+    """The README.md of a model folder: ``config`` is its config.json, ``results`` its recorded evaluations,
+    ``recipe`` its recipe.yaml (as a dict), ``curve`` the training-curve image's file name, if drawn."""
+    training = config.get("lwzoo", {}).get("training", {})
+    name = repo_id.split("/")[-1]
+    loss = recipe.get("loss", {})
+    smoothed = loss.get("alpha", 0) > 0
+    from_builtin = str(training.get("data", {}).get("source", "")).startswith("builtin")
     template = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(resource_dir("model_cards"))),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     ).get_template(TEMPLATE)
     return template.render(
-        front_matter=yaml.safe_dump(front, sort_keys=False),
+        front_matter=_front_matter(arch, results, name, license),
         title=name,
         summary=f"{arch.name} encoder{' trained with smoothed InfoNCE' if smoothed else ''}, "
         f"published with lwzoo {__version__}.",
@@ -169,20 +153,26 @@ def render_card(
         feature_dim=arch.feature_dim,
         recipe_name=recipe.get("name", "?"),
         recipe_digest=training.get("recipe_digest", "?"),
-        recipe_rows=rows,
-        data_text=data_text,
-        eval_intro="kNN with k = 20 and exp(sim / 0.07) votes, linear probe by L-BFGS on standardised features.",
+        recipe_rows=[
+            (f"{sec}.{k}", v) for sec, vals in recipe.items() if isinstance(vals, dict) for k, v in vals.items()
+        ],
+        data_text=_data_text(training),
+        eval_intro=method_line(results) if results else "",
         results=[_ns(r) for r in results],
         target=target,
         curve=curve,
         load_name=load_name or repo_id,
         repo_id=repo_id,
-        has_onnx=(export_dir / "model.onnx").is_file(),
+        has_onnx=has_onnx,
         image_size=preprocess.image_size,
         decode_size=preprocess.decode_size,
         mean=list(preprocess.mean),
         std=list(preprocess.std),
-        extra_limitations=extra,
+        extra_limitations=[
+            "It was trained on lwzoo's built-in demo set of synthetic textures: a demonstration, not a useful encoder."
+        ]
+        if from_builtin
+        else [],
         lwzoo_version=__version__,
     )
 

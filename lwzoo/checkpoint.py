@@ -21,9 +21,10 @@ import torch
 
 from .errors import LwzooError
 from .files import temp_name
+from .run_folder import CHECKPOINT
+from .version import __version__
 
 FORMAT = "lwzoo-pretrain/1"
-LAST = "checkpoint-last.pt"
 # What resume, eval and export read from a checkpoint; each is written by every lwzoo-pretrain/1 save.
 REQUIRED_KEYS = (
     "arch", "recipe", "seed", "step", "epoch", "total_steps", "model", "optimizer", "rng", "data", "epoch_loss",
@@ -48,15 +49,21 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     return path
 
 
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Save a pretraining checkpoint: ``state`` (the engine's and the run's) with the format tag, the lwzoo
+    version and every RNG state, so a resumed run draws the same numbers."""
+    return atomic_save({**state, "format": FORMAT, "lwzoo_version": __version__, "rng": rng_state()}, path)
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read an lwzoo pretraining checkpoint onto the CPU, or raise LwzooError saying what is wrong."""
     path = Path(path)
     if path.is_dir():
-        path = path / LAST
+        path = path / CHECKPOINT
     if not path.is_file():
-        if path.name == LAST and path.parent.is_dir():
+        if path.name == CHECKPOINT and path.parent.is_dir():
             raise LwzooError(
-                f"'{path.parent}' holds no {LAST}: no run has saved a checkpoint there yet; "
+                f"'{path.parent}' holds no {CHECKPOINT}: no run has saved a checkpoint there yet; "
                 "pass a run folder or checkpoint that `lwzoo pretrain` wrote"
             )
         raise LwzooError(f"checkpoint '{path}' does not exist; pass a checkpoint file or run folder that exists")

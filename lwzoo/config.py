@@ -113,7 +113,9 @@ def yaml_error_line(e: yaml.YAMLError) -> str:
 
 
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
+    """``over`` merged into a copy of ``base``, section by section; neither input is changed (every nested
+    section of the result is a new dict)."""
+    out = {k: merge(v, {}) if isinstance(v, dict) else v for k, v in base.items()}
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = merge(out[key], value)

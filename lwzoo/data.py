@@ -27,21 +27,20 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .archs import Arch
+from .builtin_data import CLASSES as BUILTIN_CLASSES
+from .builtin_data import SEED as BUILTIN_SEED
+from .builtin_data import SPLITS as BUILTIN_SPLITS
+from .builtin_data import render_textures
+from .env import cache_dir
 from .errors import LwzooError
 from .preprocess import chw_uint8, eval_square, to_rgb
-from .progress import bar as progress_bar
+from .progress import SILENT, Progress
 
 log = logging.getLogger("lwzoo")
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 BUILTIN = "builtin"
-
-
-def cache_dir() -> Path:
-    """lwzoo's cache folder: ``$LWZOO_CACHE``, else ``$XDG_CACHE_HOME/lwzoo``, else ``~/.cache/lwzoo``."""
-    if os.environ.get("LWZOO_CACHE"):
-        return Path(os.environ["LWZOO_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lwzoo"
 
 
 @dataclass
@@ -279,12 +278,11 @@ def load_images(
     workers: int | None = None,
     use_cache: bool = True,
     whole: bool = False,
+    progress: Progress = SILENT,
 ) -> ImageSet:
     """Open ``data`` (a folder, or None / ``"builtin"`` for the demo set) as square uint8 images of side ``size``:
     centre squares (evaluation), or with ``whole`` each image squashed whole with its aspect ratio (training)."""
     if is_builtin(data):
-        from .builtin_data import builtin_images
-
         if data is not None and ":" in str(data):
             split = str(data).partition(":")[2]
         return builtin_images(split, size)  # square renders: both layouts are the same
@@ -296,8 +294,61 @@ def load_images(
         return ImageSet(root, size, classes, label_t, paths=paths, key=key, whole=whole)
     workers = default_workers() if workers is None else workers
     return _decode_in_memory(
-        ImageSet(root, size, classes, label_t, paths=paths, key=key, whole=whole), workers, use_cache
+        ImageSet(root, size, classes, label_t, paths=paths, key=key, whole=whole), workers, use_cache, progress
     )
+
+
+DEMO_RECIPE = "demo"
+
+
+def default_recipe_name(arch: Arch, data: str | Path | None) -> str:
+    """The recipe used when none is named: ``demo`` on the built-in set, else the arch's tuned recipe."""
+    return DEMO_RECIPE if is_builtin(data) else arch.recipe
+
+
+def builtin_images(split: str = "train", size: int = 32) -> ImageSet:
+    """The built-in demo set's ``split`` (``train``, or ``val``: a fixed held-out split) rendered at ``size`` px
+    (lwzoo.builtin_data draws the textures)."""
+    if split not in BUILTIN_SPLITS:
+        raise LwzooError(f"the built-in data has splits {', '.join(BUILTIN_SPLITS)}, not '{split}'")
+    n, offset = BUILTIN_SPLITS[split]
+    images, labels = render_textures(n, size, seed=BUILTIN_SEED + offset)
+    key = f"builtin-v1-{split}-{size}-{BUILTIN_SEED}"
+    return ImageSet(f"builtin:{split}", size, list(BUILTIN_CLASSES), labels, images, key=key)
+
+
+def labelled_sets(
+    data: str | Path | None, val_data: str | Path | None, decode_size: int, progress: Progress = SILENT
+) -> tuple[ImageSet, ImageSet, torch.Tensor]:
+    """The labelled train and val sets, and val labels mapped onto the train classes."""
+    if data is None:
+        data = f"{BUILTIN}:train"
+    if val_data is None:
+        if not is_builtin(data):
+            raise LwzooError(
+                "--val-data is needed with --data: a labelled held-out folder (DIR/<class>/<image>); "
+                "lwzoo never scores an encoder on the images its classifier was fitted on"
+            )
+        val_data = f"{BUILTIN}:val"
+    train = load_images(data if str(data) != BUILTIN else f"{BUILTIN}:train", decode_size, progress=progress)
+    val = load_images(val_data, decode_size, progress=progress)
+    for name, images in (("--data", train), ("--val-data", val)):
+        if images.labels is None:
+            raise LwzooError(
+                f"{name} '{images.source}' has no class sub-folders, and evaluation needs labels: "
+                "arrange the images as DIR/<class>/<image>"
+            )
+    if set(train.classes) != set(val.classes):
+        only_train, only_val = (
+            sorted(set(train.classes) - set(val.classes)),
+            sorted(set(val.classes) - set(train.classes)),
+        )
+        raise LwzooError(
+            f"train and val data have different classes (only in train: {only_train[:5]}, only in val: "
+            f"{only_val[:5]}); both folders need the same class sub-folders"
+        )
+    mapping = torch.tensor([train.classes.index(c) for c in val.classes])
+    return train, val, mapping
 
 
 def _folder_key(paths: list[Path], size: int, whole: bool) -> str:
@@ -308,7 +359,7 @@ def _folder_key(paths: list[Path], size: int, whole: bool) -> str:
     return h.hexdigest()[:24]
 
 
-def _decode_in_memory(streamed: ImageSet, workers: int, use_cache: bool) -> ImageSet:
+def _decode_in_memory(streamed: ImageSet, workers: int, use_cache: bool, progress: Progress) -> ImageSet:
     """``streamed``'s images decoded into memory (from the decode cache when this content was decoded before)."""
     paths, labels, size = streamed.paths, streamed.labels, streamed.size
     cache_file = cache_dir() / "decoded" / f"{streamed.key}.pt"
@@ -336,7 +387,7 @@ def _decode_in_memory(streamed: ImageSet, workers: int, use_cache: bool) -> Imag
     aspects = torch.ones(len(paths))
     ok = torch.zeros(len(paths), dtype=torch.bool)
     reasons: dict[int, str] = {}
-    with progress_bar(len(paths), "decoding images", "img", disable=len(paths) < 2000, leave=False) as bar:
+    with (progress if len(paths) >= 2000 else SILENT).counter(len(paths), "decoding images", "img") as bar:
         for items in decoded_items(paths, size, 256, workers, streamed.whole):
             for i, x, aspect, reason in items:
                 if x is None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import datetime
 import gc
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from . import env
 
 
 @dataclass(frozen=True)
@@ -90,10 +91,10 @@ def from_environment(device: torch.device) -> DistContext:
     CPU ones, so a CPU tensor that slips into a collective still has a backend; on the CPU it is gloo. The
     timeout keeps a dead peer from hanging the job forever.
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
+    launched = env.torchrun()
+    if launched is None or launched[0] <= 1:
         return DistContext(device=device)
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_rank = launched[2]
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)

@@ -37,11 +37,11 @@ import numpy as np
 import torch
 
 from .data import decoded_items, default_workers, scan_folder
-from .engine import resolve_device
+from .devices import resolve_device
 from .errors import LwzooError
 from .files import check_writable_dir, remove_stale_temps, temp_name
 from .load import FeatureExtractor, load
-from .progress import bar
+from .progress import SILENT, Progress
 from .version import __version__
 
 
@@ -73,7 +73,7 @@ def embed(
     batch_size: int = 64,
     workers: int | None = None,
     force: bool = False,
-    verbose: bool = True,
+    progress: Progress = SILENT,
 ) -> EmbedResult:
     """Write the features of every image under ``folder`` (recursive) to the ``.npz`` file ``out``.
 
@@ -84,7 +84,8 @@ def embed(
         batch_size: images per forward pass.
         workers: decoding processes; default ``min(8, CPUs)``, 0 decodes in this process.
         force: replace an existing ``out``; without it an existing file is an error.
-        verbose: show progress and a summary (warnings about unreadable images are shown either way).
+        progress: where progress and the summary go (default: nowhere; the CLI passes a Console). Warnings
+            about unreadable images go to Python's ``warnings`` either way.
 
     Unreadable images are skipped, listed in the file and warned about after the pass; if none can be
     read it is an error. The file is written beside ``out`` under a temporary name and renamed into
@@ -97,7 +98,7 @@ def embed(
     paths, _, _ = scan_folder(root)
     fx = load(model, backend=backend, device=_torch_device(device, backend))
     workers = default_workers() if workers is None else workers
-    features, kept, failed = _extract(fx, paths, batch_size, workers, verbose)
+    features, kept, failed = _extract(fx, paths, batch_size, workers, progress)
     relative = [p.relative_to(root).as_posix() for p in paths]
     skipped = [(relative[i], reason) for i, reason in failed]
     if not kept:
@@ -113,17 +114,16 @@ def embed(
         meta=np.array(json.dumps(meta)),
     )
     _warn_skipped(skipped, len(paths), out)
-    if verbose:
-        print(f"wrote {out}: features {features.shape[0]:,} x {features.shape[1]} of {fx.arch.name} ({fx.backend})")
+    progress.say(f"wrote {out}: features {features.shape[0]:,} x {features.shape[1]} of {fx.arch.name} ({fx.backend})")
     return EmbedResult(out, [relative[i] for i in kept], skipped, fx.feature_dim, meta)
 
 
 def _extract(
-    fx: FeatureExtractor, paths: list[Path], batch_size: int, workers: int, verbose: bool
+    fx: FeatureExtractor, paths: list[Path], batch_size: int, workers: int, progress: Progress
 ) -> tuple[np.ndarray, list[int], list[tuple[int, str]]]:
     """(features (N, D) float32 of the readable images, their indices into ``paths``, (index, reason) of the rest)."""
     chunks, kept, failed = [], [], []
-    with bar(len(paths), desc="embedding", unit="img", disable=not verbose) as progress:
+    with progress.counter(len(paths), "embedding", "img") as bar:
         for items in decoded_items(paths, fx.config.decode_size, batch_size, workers):  # the evaluation layout
             failed += [(i, reason) for i, x, _, reason in items if x is None]
             ok = [(i, x) for i, x, _, _ in items if x is not None]
@@ -132,8 +132,8 @@ def _extract(
                 chunks.append(fx(fx.config(squares)).numpy().astype(np.float32, copy=False))  # B x D
                 kept += [i for i, _ in ok]
             if failed:
-                progress.set_postfix(skipped=len(failed))
-            progress.update(len(items))
+                bar.set_postfix(skipped=len(failed))
+            bar.update(len(items))
     features = np.concatenate(chunks) if chunks else np.empty((0, fx.feature_dim), np.float32)  # N x D
     return features, kept, failed
 

@@ -7,7 +7,6 @@ keys feature caches.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,13 +14,15 @@ import timm
 import torch
 import torch.nn as nn
 
-from .archs import Arch, create_backbone, default_recipe_name, get_arch
-from .checkpoint import LAST, load_checkpoint
+from . import env
+from .archs import Arch, create_backbone, get_arch
+from .checkpoint import load_checkpoint
+from .data import default_recipe_name
 from .errors import LwzooError
 from .hub_folder import WEIGHTS, load_backbone, read_hub_config, sha256_file, verify_checksum
 from .preprocess import Preprocess
 from .recipe import Recipe, load_recipe, recipe_from_dict
-from .runs import latest_checkpoint
+from .run_folder import CHECKPOINT, latest_checkpoint
 
 
 @dataclass
@@ -85,10 +86,10 @@ def load_encoder(
         path = Path(text)
         if path.suffix == ".safetensors":
             encoder = _from_export(path.parent, path)
-        elif path.is_dir() and (path / WEIGHTS).is_file() and not (path / LAST).is_file():
+        elif path.is_dir() and (path / WEIGHTS).is_file() and not (path / CHECKPOINT).is_file():
             encoder = _from_export(path, path / WEIGHTS)
         else:
-            encoder = _from_checkpoint(path / LAST if path.is_dir() else path)
+            encoder = _from_checkpoint(path / CHECKPOINT if path.is_dir() else path)
     if image_size is not None and image_size != encoder.preprocess.image_size:
         p = encoder.preprocess
         encoder.preprocess = Preprocess(image_size, p.crop_pct, p.mean, p.std, p.interpolation)
@@ -144,14 +145,14 @@ def _random(spec: str, data: str | Path | None) -> Encoder:
 
 
 def _timm(spec: str) -> Encoder:
-    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache
 
     arch = get_arch(spec.removeprefix("timm:"))
     cfg = timm.models.get_pretrained_cfg(arch.timm_name)
     repo = cfg.hf_hub_id if cfg is not None else None
-    cache_dir = os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE
+    cache_dir = env.hub_cache()
     weights = None
-    for filename in ("model.safetensors", "pytorch_model.bin"):
+    for filename in ("model.safetensors", "pytorch_model.bin"):  # timm's own Hub files for its weights
         found = try_to_load_from_cache(repo, filename, cache_dir=cache_dir) if repo else None
         if isinstance(found, str):
             weights = found

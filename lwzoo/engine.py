@@ -11,28 +11,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .archs import Arch, create_backbone
 from .augment import TwoViewAugment
-from .checkpoint import FORMAT, rng_state, set_rng_state
-from .data import ImageSet
 from .distributed import SINGLE, DistContext
 from .errors import LwzooError
-from .losses import SmoothedInfoNCE, smoothed_infonce
+from .losses import SmoothedInfoNCE, infonce_logits, positive_fit, smoothed_loss
 from .moco import MoCo, QueryEncoder
 from .recipe import Recipe
 from .schedules import alpha_at, cosine_lr, momentum_at
-from .version import __version__
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise LwzooError(f"unknown device '{device}'; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise LwzooError(f"--device {device} asked for CUDA, but this PyTorch sees no GPU; use --device cpu")
-    return dev
 
 
 def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool) -> list[dict[str, Any]]:
@@ -47,21 +31,22 @@ def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: boo
 def moco_step(
     model: MoCo,
     query: nn.Module,
-    criterion: SmoothedInfoNCE | Callable[..., torch.Tensor],
+    criterion: Callable[..., tuple[torch.Tensor, torch.Tensor]],
     x1: torch.Tensor,
     x2: torch.Tensor,
     alpha: float | torch.Tensor,
     symmetric: bool,
     shuffles: list[torch.Tensor] | None = None,
     ctx: DistContext = SINGLE,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Loss and the keys to enqueue (from every rank) for one pair of views (N, 3, H, W).
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Loss, fit and the keys to enqueue (from every rank) for one pair of views (N, 3, H, W).
 
-    ``query`` is a :class:`QueryEncoder` (DDP-wrapped under torchrun); ``criterion(q, k, queue, alpha)``
-    a :class:`SmoothedInfoNCE` or, compiled, :func:`alpha_as_tensor` of one. ``shuffles`` are the key
-    shuffles of x2 and then x1 (:meth:`MoCo.key_shuffle`, drawn alike on every rank; None draws them
-    from torch's global generator). They come in as tensors rather than a generator so the step has
-    no generator in it, which torch.compile cannot trace.
+    ``query`` is a :class:`QueryEncoder` (DDP-wrapped under torchrun); ``criterion(q, k, queue, alpha)`` returns
+    the loss and :func:`lwzoo.losses.positive_fit` (2,) of its logits: :meth:`SmoothedInfoNCE.loss_and_fit` or,
+    compiled, :func:`alpha_as_tensor` of one. With the symmetric loss the fit is the mean of both directions'.
+    ``shuffles`` are the key shuffles of x2 and then x1 (:meth:`MoCo.key_shuffle`, drawn alike on every rank;
+    None draws them from torch's global generator). They come in as tensors rather than a generator so the step
+    has no generator in it, which torch.compile cannot trace.
     """
     if shuffles is None:
         shuffles = [model.key_shuffle(len(x1), None, ctx) for _ in range(2)]
@@ -69,11 +54,12 @@ def moco_step(
     if not symmetric:
         (q1,) = query(x1)  # N x D
         k2 = model.shuffled_keys(x2, shuffles[0], ctx)  # N x D
-        return criterion(q1, k2, queue, alpha), ctx.gather(k2)  # keys: W*N x D
+        loss, fit = criterion(q1, k2, queue, alpha)
+        return loss, fit, ctx.gather(k2)  # keys: W*N x D
     q1, q2 = query(x1, x2)
     k2, k1 = model.shuffled_keys(x2, shuffles[0], ctx), model.shuffled_keys(x1, shuffles[1], ctx)
-    loss = criterion(q1, k2, queue, alpha) + criterion(q2, k1, queue, alpha)
-    return loss, ctx.gather(torch.cat([k1, k2]))  # keys: W*2N x D
+    (loss12, fit12), (loss21, fit21) = criterion(q1, k2, queue, alpha), criterion(q2, k1, queue, alpha)
+    return loss12 + loss21, (fit12 + fit21) / 2, ctx.gather(torch.cat([k1, k2]))  # keys: W*2N x D
 
 
 def _compiled(fn: Callable[..., Any], mode: str, fullgraph: bool) -> Callable[..., Any]:
@@ -93,30 +79,41 @@ def _compiled(fn: Callable[..., Any], mode: str, fullgraph: bool) -> Callable[..
     return call
 
 
-def alpha_as_tensor(criterion: SmoothedInfoNCE) -> Callable[..., torch.Tensor]:
-    """``criterion`` taking alpha as a 0-d tensor, for the compiled step, where a float alpha that moves
-    (``loss.alpha_schedule: cosine``) would be a new constant, and a recompile, at every step.
+def alpha_as_tensor(criterion: SmoothedInfoNCE) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """``criterion.loss_and_fit`` taking alpha as a 0-d tensor, for the compiled step, where a float alpha that
+    moves (``loss.alpha_schedule: cosine``) would be a new constant, and a recompile, at every step.
 
-    Smoothed InfoNCE's target, (1 - alpha) e_0 + alpha s, is linear in alpha and the loss is linear in the
-    target, so ``L(alpha) = (1 - alpha) L(0) + alpha L(1)`` exactly; inductor computes the logits and log-softmax
-    the two terms share once.
+    Smoothed InfoNCE's target, (1 - alpha) e_0 + alpha s, is linear in alpha for every smoothing kind and the loss
+    is linear in the target, so ``L(alpha) = (1 - alpha) L(0) + alpha L(1)`` exactly; both terms and the fit
+    share one computation of the logits.
     """
 
-    def loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        t, topk = criterion.temperature, criterion.topk
-        return torch.lerp(
-            smoothed_infonce(q, k, queue, t, 0.0, topk), smoothed_infonce(q, k, queue, t, 1.0, topk), alpha
-        )
+    def loss_and_fit(
+        q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, alpha: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        topk, smoothing = criterion.topk, criterion.smoothing
+        logits = infonce_logits(q.float(), k.float(), queue.float(), criterion.temperature)  # N x (1+K), fp32
+        plain, smoothed = smoothed_loss(logits, 0.0, topk, smoothing), smoothed_loss(logits, 1.0, topk, smoothing)
+        return torch.lerp(plain, smoothed, alpha), positive_fit(logits)
 
-    return loss
+    return loss_and_fit
+
+
+def _mix64(x: int) -> int:
+    """SplitMix64's finaliser: every input bit reaches every output bit."""
+    x = (x + 0x9E3779B97F4A7C15) % 2**64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) % 2**64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) % 2**64
+    return x ^ (x >> 31)
 
 
 def step_generator(device: torch.device, seed: int, step: int, stream: int = 0) -> torch.Generator:
     """The generator of ``step``'s augmentation (``stream``: the rank) or key shuffle: a function of
-    (seed, step, stream) alone, so a resumed run draws exactly what the uninterrupted run drew."""
-    return torch.Generator(device=device).manual_seed(
-        ((seed % 2**31) * 2**32 + step + stream * 0x9E3779B97F4A7C15) % 2**64
-    )
+    (seed, step, stream) alone, so a resumed run draws exactly what the uninterrupted run drew.
+
+    The three are hashed together rather than packed into bit fields: the CPU generator keeps only the low
+    32 bits of its seed, so a packed run seed in the high bits would give every seed the same draws."""
+    return torch.Generator(device=device).manual_seed(_mix64(_mix64(_mix64(seed % 2**64) ^ step) ^ (stream % 2**64)))
 
 
 class Engine:
@@ -171,7 +168,10 @@ class Engine:
         self.augment = TwoViewAugment(r.augment, channels_last=True).to(device)
         self.step = 0
         self.last_schedule: dict[str, float] = {}
-        self._forward, self._update, self._loss = self._loss_and_keys, self._apply_gradients, self.criterion
+        # the last step's instance accuracy and positive softmax mass (positive_fit), on the device, unsynced
+        self.last_fit = torch.zeros(2, device=device)
+        self._forward, self._update = self._loss_and_keys, self._apply_gradients
+        self._loss = self.criterion.loss_and_fit
         if r.train.compile:
             # Around the backward pass: EMA + forward + loss in one graph (fullgraph: no part of it may
             # fall back to eager), with its compiled backward; then optimizer step + queue push, which
@@ -192,7 +192,8 @@ class Engine:
 
     def train_step(self, images: torch.Tensor, aspects: torch.Tensor | None = None) -> torch.Tensor:
         """One MoCo step on a uint8 batch (B, 3, S, S) and the originals' aspect ratios (B,) when the images are
-        stored whole (:meth:`ImageSet.batches`); returns the detached loss."""
+        stored whole (:meth:`ImageSet.batches`); returns the detached loss and leaves the step's
+        :func:`lwzoo.losses.positive_fit` in :attr:`last_fit`."""
         sched = self.last_schedule = self.schedules()
         aug, shuffle = self._generators(self.step)
         x1, x2 = self.augment(images.to(self.device, non_blocking=True), aug, aspects)
@@ -202,12 +203,16 @@ class Engine:
         if self.recipe.train.compile:
             torch.compiler.cudagraph_mark_step_begin()  # CUDA graphs may reuse the last step's outputs' memory
 
-        loss, keys = self._forward(x1, x2, shuffles, alpha, momentum)
+        loss, fit, keys = self._forward(x1, x2, shuffles, alpha, momentum)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self._update(keys, lr)
         self.step += 1
-        return loss.detach().clone() if self.recipe.train.compile else loss.detach()
+        loss = loss.detach()
+        if self.recipe.train.compile:  # CUDA graphs may overwrite the outputs' memory at the next replay
+            loss, fit = loss.clone(), fit.clone()
+        self.last_fit = fit
+        return loss
 
     def _loss_and_keys(
         self,
@@ -216,8 +221,8 @@ class Engine:
         shuffles: list[torch.Tensor],
         alpha: float | torch.Tensor,
         momentum: float | torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The key encoder's EMA update, then the loss and the keys to enqueue."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The key encoder's EMA update, then the loss, the fit and the keys to enqueue."""
         self.model.update_key_encoder(momentum)
         with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
             symmetric = self.recipe.moco.symmetric
@@ -252,9 +257,9 @@ class Engine:
         return aug, (step_generator(self.device, self.seed, key, stream=-1) if self.ctx.enabled else aug)
 
     @torch.no_grad()
-    def fill_queue(self, images: ImageSet) -> None:
-        """Fill the queue with keys of augmented training images from the initial key encoder, so the
-        first steps contrast against real negatives rather than random vectors."""
+    def fill_queue(self, images: Any) -> None:
+        """Fill the queue with keys of augmented training images (an :class:`lwzoo.data.ImageSet`) from the
+        initial key encoder, so the first steps contrast against real negatives rather than random vectors."""
         self.model.train()
         ctx, batch_size = self.ctx, self.recipe.train.batch_size
         need, passes = len(self.model.queue.keys), 0
@@ -277,8 +282,6 @@ class Engine:
     def state_dict(self) -> dict[str, Any]:
         """Everything a checkpoint needs from the engine."""
         return {
-            "format": FORMAT,
-            "lwzoo_version": __version__,
             "arch": self.arch.name,
             "timm_name": self.arch.timm_name,
             "feature_dim": self.arch.feature_dim,
@@ -292,7 +295,6 @@ class Engine:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "rng": rng_state(),
         }
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
@@ -300,5 +302,4 @@ class Engine:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"])
         self.step = ckpt["step"]

@@ -9,7 +9,6 @@ or trained on augmented images every epoch (``augment=True``) as in MoCo's linea
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,16 +18,17 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .augment import crop_boxes, resized_crop
-from .data import BUILTIN, ImageSet, is_builtin, load_images
+from .data import ImageSet, labelled_sets
+from .devices import resolve_device
 from .encoders import Encoder, load_encoder, random_encoder
-from .engine import resolve_device
 from .errors import LwzooError
 from .features import Features, extract_features
 from .files import atomic_write_text
-from .runs import runs_root
+from .progress import SILENT, Progress
+from .run_folder import eval_report, record_eval, runs_root
+from .scoring import KNN_K, KNN_TEMPERATURE, accuracies, knn_predict
 from .version import __version__
 
 WEIGHT_DECAYS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)  # the L2 grid the cached-feature probe chooses from
@@ -77,26 +77,6 @@ class EvalResult:
 # ---- the two classifiers, on features -------------------------------------------------------------------------
 
 
-def knn_predict(
-    train_features: torch.Tensor,
-    train_labels: torch.Tensor,
-    query_features: torch.Tensor,
-    num_classes: int,
-    k: int = 20,
-    temperature: float = 0.07,
-    chunk: int = 2048,
-) -> torch.Tensor:
-    """Class scores (Q, C) by weighted kNN: ``score_c = sum_{j in top-k, y_j = c} exp(cos(q, x_j) / T)``."""
-    train = F.normalize(train_features.float(), dim=1)  # N x D
-    k = min(k, len(train))
-    scores = torch.zeros(len(query_features), num_classes)
-    for start in range(0, len(query_features), chunk):
-        q = F.normalize(query_features[start : start + chunk].float(), dim=1)  # Q x D
-        sims, idx = (q @ train.t()).topk(k, dim=1)  # Q x k
-        scores[start : start + chunk].scatter_add_(1, train_labels[idx], (sims / temperature).exp())
-    return scores
-
-
 class LinearProbe(nn.Module):
     """``logits = W (x - mu) / sigma + b``: a linear layer on features standardised with training
     statistics (a fixed affine map, so the probe stays linear in the features)."""
@@ -122,8 +102,10 @@ def fit_linear_probe(
     The problem is convex, so L-BFGS reaches its optimum with no learning rate or epoch count to tune,
     deterministically, in seconds on cached features; only the L2 weight is a choice.
     """
-    features = features.float()
-    probe = LinearProbe(features.mean(0), features.std(0), num_classes)
+    # Solved in float64: in float32 the mean loss (~1) cannot resolve the decrease a gradient below ~1e-4 would
+    # give, so the line search stalls short of the optimum; the solved probe is returned in float32.
+    features = features.double()
+    probe = LinearProbe(features.mean(0), features.std(0), num_classes).double()
     nn.init.zeros_(probe.linear.weight)
     nn.init.zeros_(probe.linear.bias)
     opt = torch.optim.LBFGS(
@@ -143,7 +125,7 @@ def fit_linear_probe(
         return loss
 
     opt.step(closure)
-    return probe.eval()
+    return probe.float().eval()
 
 
 def select_weight_decay(
@@ -164,55 +146,7 @@ def select_weight_decay(
     return max(grid, key=lambda wd: (accs[wd], wd)), accs
 
 
-def accuracies(scores: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> tuple[float, float | None, dict]:
-    """Top-1, top-5 (with 5 or more classes) and per-class top-1, in %."""
-    pred = scores.argmax(1)
-    top1 = (pred == labels).float().mean().item() * 100
-    top5 = None
-    if len(classes) >= 5:
-        top5 = (scores.topk(5, dim=1).indices == labels[:, None]).any(1).float().mean().item() * 100
-    per_class = {
-        name: ((pred[labels == c] == c).float().mean().item() * 100 if (labels == c).any() else math.nan)
-        for c, name in enumerate(classes)
-    }
-    return top1, top5, per_class
-
-
 # ---- data and bookkeeping ---------------------------------------------------------------------------------------
-
-
-def eval_data(
-    data: str | Path | None, val_data: str | Path | None, decode_size: int
-) -> tuple[ImageSet, ImageSet, torch.Tensor]:
-    """The labelled train and val sets, and val labels mapped onto the train classes."""
-    if data is None:
-        data = f"{BUILTIN}:train"
-    if val_data is None:
-        if not is_builtin(data):
-            raise LwzooError(
-                "--val-data is needed with --data: a labelled held-out folder (DIR/<class>/<image>); "
-                "lwzoo never scores an encoder on the images its classifier was fitted on"
-            )
-        val_data = f"{BUILTIN}:val"
-    train = load_images(data if str(data) != BUILTIN else f"{BUILTIN}:train", decode_size)
-    val = load_images(val_data, decode_size)
-    for name, images in (("--data", train), ("--val-data", val)):
-        if images.labels is None:
-            raise LwzooError(
-                f"{name} '{images.source}' has no class sub-folders, and evaluation needs labels: "
-                "arrange the images as DIR/<class>/<image>"
-            )
-    if set(train.classes) != set(val.classes):
-        only_train, only_val = (
-            sorted(set(train.classes) - set(val.classes)),
-            sorted(set(val.classes) - set(train.classes)),
-        )
-        raise LwzooError(
-            f"train and val data have different classes (only in train: {only_train[:5]}, only in val: "
-            f"{only_val[:5]}); both folders need the same class sub-folders"
-        )
-    mapping = torch.tensor([train.classes.index(c) for c in val.classes])
-    return train, val, mapping
 
 
 def default_out(encoder: Encoder) -> Path:
@@ -222,46 +156,40 @@ def default_out(encoder: Encoder) -> Path:
 
 
 def record(result: EvalResult, encoder: Encoder, out: Path) -> Path:
-    """Write ``out/eval-<protocol>.json``, and file the result in ``evals.json`` beside the checkpoint,
-    where export and publish look for the numbers to cite."""
+    """Write ``out/eval-<protocol>.json``, and file the result in the run folder's ``evals.json`` beside the
+    checkpoint, where export and publish look for the numbers to cite."""
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"eval-{result.protocol}.json"
+    path = out / eval_report(result.protocol)
     atomic_write_text(path, json.dumps(result.to_dict(), indent=1))
     if encoder.checkpoint is not None:
-        registry_path = encoder.checkpoint.parent / "evals.json"
-        registry = json.loads(registry_path.read_text()) if registry_path.is_file() else {"results": []}
-        key = (result.protocol, result.train_data, result.val_data, result.identity)
-        registry["results"] = [
-            r for r in registry["results"] if (r["protocol"], r["train_data"], r["val_data"], r["identity"]) != key
-        ] + [result.to_dict()]
-        atomic_write_text(registry_path, json.dumps(registry, indent=1))
+        record_eval(encoder.checkpoint.parent, result.to_dict())
     return path
 
 
-def _features(encoder: Encoder, images: ImageSet, device: torch.device, batch_size: int, cache: bool, verbose: bool):
+def _features(encoder: Encoder, images: ImageSet, device: torch.device, batch_size: int, cache: bool, progress):
     encoder.backbone.to(device, memory_format=torch.channels_last)
     return extract_features(
-        encoder.backbone, encoder.identity, encoder.preprocess, images, device, batch_size, cache, verbose
+        encoder.backbone, encoder.identity, encoder.preprocess, images, device, batch_size, cache, progress
     )
 
 
-def _report(result: EvalResult, out_json: Path, verbose: bool) -> None:
-    if not verbose:
-        return
+def _summary(result: EvalResult, out_json: Path) -> str:
+    """What ``lwzoo eval`` reports: the encoder, the data, how it was scored, the table and where it was written."""
     feats = "cached" if result.features_cached else f"extracted in {result.seconds['features']:.1f}s"
     settings = ", ".join(
         f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
         for k, v in result.settings.items()
         if k != "held_out_accuracy"
     )
-    print(f"lwzoo eval {result.protocol}: {result.encoder} ({result.arch})")
-    print(f"train: {result.train_data} ({result.num_train:,} images)   val: {result.val_data} ({result.num_val:,})")
-    print(f"features: {feats}; classifier {result.seconds['probe']:.1f}s; {settings}")
+    lines = [
+        f"lwzoo eval {result.protocol}: {result.encoder} ({result.arch})",
+        f"train: {result.train_data} ({result.num_train:,} images)   val: {result.val_data} ({result.num_val:,})",
+        f"features: {feats}; classifier {result.seconds['probe']:.1f}s; {settings}",
+    ]
     if result.settings.get("held_out_accuracy"):
         grid = ", ".join(f"{wd:g}: {acc:.1f}%" for wd, acc in result.settings["held_out_accuracy"].items())
-        print(f"weight decay chosen on a held-out fifth of the training features ({grid})")
-    print(result.table())
-    print(f"written: {out_json}")
+        lines.append(f"weight decay chosen on a held-out fifth of the training features ({grid})")
+    return "\n".join([*lines, result.table(), f"written: {out_json}"])
 
 
 # ---- the public entry points ------------------------------------------------------------------------------------
@@ -271,15 +199,15 @@ def knn(
     checkpoint: str | Path | None = None,
     data: str | Path | None = None,
     val_data: str | Path | None = None,
-    k: int = 20,
-    temperature: float = 0.07,
+    k: int = KNN_K,
+    temperature: float = KNN_TEMPERATURE,
     batch_size: int = 256,
     image_size: int | None = None,
     device: str = "auto",
     out: str | Path | None = None,
     cache: bool = True,
     baseline: bool = False,
-    verbose: bool = True,
+    progress: Progress = SILENT,
 ) -> EvalResult:
     """kNN accuracy of a frozen encoder.
 
@@ -296,21 +224,21 @@ def knn(
         cache: reuse and store features in the cache (``$LWZOO_CACHE/features``).
         baseline: also score ``random:ARCH`` (timm's initialisation, seed 0) with the same
             preprocessing, reported beside the encoder's numbers.
-        verbose: print progress and the result table.
+        progress: where progress and the result table go (default: nowhere; the CLI passes a Console).
     """
     if k < 1 or temperature <= 0:
         raise LwzooError(f"kNN needs k >= 1 and temperature > 0, got k={k}, temperature={temperature}")
     dev = resolve_device(device)
 
     def run(encoder: Encoder, train: ImageSet, val: ImageSet, val_map: torch.Tensor) -> EvalResult:
-        f_train = _features(encoder, train, dev, batch_size, cache, verbose)
-        f_val = _features(encoder, val, dev, batch_size, cache, verbose)
+        f_train = _features(encoder, train, dev, batch_size, cache, progress)
+        f_val = _features(encoder, val, dev, batch_size, cache, progress)
         t0 = time.perf_counter()
         scores = knn_predict(f_train.features, f_train.labels, f_val.features, len(train.classes), k, temperature)
         settings = {"k": k, "temperature": temperature}
         return _result("knn", encoder, train, val, f_train, f_val, val_map, scores, settings, time.perf_counter() - t0)
 
-    return _evaluate(run, checkpoint, data, val_data, image_size, out, baseline, verbose)
+    return _evaluate(run, checkpoint, data, val_data, image_size, out, baseline, progress)
 
 
 def linear(
@@ -328,7 +256,7 @@ def linear(
     cache: bool = True,
     seed: int = 0,
     baseline: bool = False,
-    verbose: bool = True,
+    progress: Progress = SILENT,
 ) -> EvalResult:
     """Linear-probe accuracy of a frozen encoder.
 
@@ -344,15 +272,15 @@ def linear(
     dev = resolve_device(device)
 
     def run(encoder: Encoder, train: ImageSet, val: ImageSet, val_map: torch.Tensor) -> EvalResult:
-        f_val = _features(encoder, val, dev, batch_size, cache, verbose)
+        f_val = _features(encoder, val, dev, batch_size, cache, progress)
         num_classes = len(train.classes)
         t0 = time.perf_counter()
         if augment:
-            probe = _train_augmented_probe(encoder, train, num_classes, epochs, lr, batch_size, dev, seed, verbose)
+            probe = _train_augmented_probe(encoder, train, num_classes, epochs, lr, batch_size, dev, seed, progress)
             f_train = Features(torch.empty(0), train.labels, train.classes, seconds=0.0)
             settings = {"optimizer": "SGD", "epochs": epochs, "lr": lr, "batch_size": batch_size, "weight_decay": 0.0}
         else:
-            f_train = _features(encoder, train, dev, batch_size, cache, verbose)
+            f_train = _features(encoder, train, dev, batch_size, cache, progress)
             t0 = time.perf_counter()
             wd, grid_accs = weight_decay, {}
             if wd is None:
@@ -366,18 +294,18 @@ def linear(
             protocol, encoder, train, val, f_train, f_val, val_map, scores, settings, time.perf_counter() - t0
         )
 
-    return _evaluate(run, checkpoint, data, val_data, image_size, out, baseline, verbose)
+    return _evaluate(run, checkpoint, data, val_data, image_size, out, baseline, progress)
 
 
-def _evaluate(run, checkpoint, data, val_data, image_size, out, baseline: bool, verbose: bool) -> EvalResult:
+def _evaluate(run, checkpoint, data, val_data, image_size, out, baseline: bool, progress: Progress) -> EvalResult:
     """Resolve the encoder and data, run one protocol (and on a matching random init), report and record."""
     encoder = load_encoder(checkpoint, data, image_size)
-    train, val, val_map = eval_data(data, val_data, encoder.preprocess.decode_size)
+    train, val, val_map = labelled_sets(data, val_data, encoder.preprocess.decode_size, progress)
     result = run(encoder, train, val, val_map)
     if baseline:
         ref = run(random_encoder(encoder.arch, encoder.preprocess), train, val, val_map)
         result.baseline = {k: getattr(ref, k) for k in ("encoder", "identity", "top1", "top5", "per_class", "settings")}
-    _report(result, record(result, encoder, Path(out) if out else default_out(encoder)), verbose)
+    progress.say(_summary(result, record(result, encoder, Path(out) if out else default_out(encoder))))
     return result
 
 
@@ -410,7 +338,7 @@ def _train_augmented_probe(
     batch_size: int,
     device: torch.device,
     seed: int,
-    verbose: bool,
+    progress: Progress,
 ) -> nn.Module:
     """MoCo-style linear evaluation: augmented images through the frozen backbone, every epoch."""
     if train.images is None:
@@ -431,7 +359,7 @@ def _train_augmented_probe(
     g = torch.Generator().manual_seed(seed)
     mean = torch.tensor(p.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(p.std, device=device).view(1, 3, 1, 1)
-    with tqdm(total=epochs * steps_per_epoch, desc="linear probe (augmented)", unit="step", disable=not verbose) as bar:
+    with progress.counter(epochs * steps_per_epoch, "linear probe (augmented)", "step") as bar:
         for _ in range(epochs):
             perm = torch.randperm(len(train), generator=g)
             for i in range(steps_per_epoch):

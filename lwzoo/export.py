@@ -22,26 +22,32 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoint import LAST
 from .config import apply_overrides, build, field_types, read_yaml
 from .data import load_images
 from .encoders import Encoder, load_encoder
 from .errors import LwzooError
-from .files import atomic_write_text, check_writable_dir, remove_stale_temps, replace_dir
-from .hub_folder import CONFIG, WEIGHTS, record_checksums, write_hub_folder
+from .files import check_writable_dir, remove_stale_temps, replace_dir
+from .hub_folder import (
+    ASSEMBLED,
+    EXPORT_REPORT,
+    FILES,
+    ONNX,
+    ONNX_INT8,
+    copy_run_records,
+    file_sizes,
+    is_export_dir,
+    record_checksums,
+    write_export_report,
+    write_model,
+)
+from .onnx_runtime import onnx_session, run_onnx
 from .preprocess import Preprocess
+from .progress import SILENT, Progress
 from .resources import resource_dir
-from .runs import latest_checkpoint
+from .run_folder import CHECKPOINT, EXPORT, latest_checkpoint
+from .scoring import accuracies, knn_predict
 from .version import __version__
 from .zoo import add_local, check_name
-
-ONNX = "model.onnx"
-ONNX_INT8 = "model.int8.onnx"
-EXPORT_JSON = "export.json"
-# Everything an export folder may hold; `hub/` is the folder `lwzoo publish --dry-run` assembles in it.
-EXPORT_FILES = frozenset(
-    {CONFIG, WEIGHTS, ONNX, ONNX_INT8, "recipe.yaml", "metrics.jsonl", "evals.json", EXPORT_JSON, "hub"}
-)
 
 
 @dataclass(frozen=True)
@@ -159,22 +165,6 @@ def _plain_copy(backbone: nn.Module) -> nn.Module:
     return model
 
 
-def onnx_session(path: Path):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def run_onnx(session, images: torch.Tensor, batch: int | None = None) -> np.ndarray:
-    """Features of float images (N, 3, H, W) from an onnxruntime session, in batches (1 for fixed-batch graphs)."""
-    x = images.float().contiguous().numpy()
-    fixed = session.get_inputs()[0].shape[0]
-    step = fixed if isinstance(fixed, int) else (batch or len(x))
-    return np.concatenate([session.run(["features"], {"images": x[i : i + step]})[0] for i in range(0, len(x), step)])
-
-
 def parity_images(preprocess: Preprocess, n: int) -> torch.Tensor:
     """Real images for checks: the first ``n`` of the built-in held-out split, preprocessed."""
     images = load_images("builtin:val", preprocess.decode_size).images[:n]
@@ -249,8 +239,6 @@ def quantize_int8(fp32: Path, int8: Path, options: Int8Options, calibration: tor
 
 def int8_knn_change(fp32_session, int8_session, eval_data: str | Path, preprocess: Preprocess) -> dict[str, float]:
     """kNN top-1 (k 20, T 0.07) with fp32 and with int8 features: even images vote, odd images are scored."""
-    from .evaluate import accuracies, knn_predict
-
     images = load_images(eval_data, preprocess.decode_size)
     if images.labels is None or images.images is None:
         raise LwzooError(
@@ -283,7 +271,7 @@ def export(
     eval_data: str | Path | None = None,
     force: bool = False,
     name: str | None = None,
-    verbose: bool = True,
+    progress: Progress = SILENT,
 ) -> ExportResult:
     """Export a pretraining checkpoint's backbone, verified, into a Hub-ready folder.
 
@@ -299,9 +287,9 @@ def export(
         eval_data: a labelled folder (or ``builtin:val``) to report int8's kNN change against fp32.
         force: replace an existing export folder.
         name: also add the export to the local zoo under this name, for ``lwzoo.load(name)``.
-        verbose: print the report.
+        progress: where the report goes (default: nowhere; the CLI passes a Console).
     """
-    say = print if verbose else (lambda *_: None)
+    say = progress.say
     overrides: dict[str, Any] = {}
     if safetensors or onnx:  # naming a format selects exactly the named ones
         overrides |= {"safetensors": bool(safetensors), "onnx": bool(onnx or int8)}
@@ -323,21 +311,21 @@ def export(
     if checkpoint is None:
         say(f"exporting the newest run: {ckpt_path}")
     if ckpt_path.is_dir():
-        ckpt_path = ckpt_path / LAST
+        ckpt_path = ckpt_path / CHECKPOINT
     if str(checkpoint or "").startswith(("random:", "timm:")) or ckpt_path.suffix == ".safetensors":
-        raise LwzooError("lwzoo export takes a pretraining checkpoint (checkpoint-last.pt or its run folder)")
+        raise LwzooError(f"lwzoo export takes a pretraining checkpoint ({CHECKPOINT} or its run folder)")
     encoder = load_encoder(ckpt_path)
     p = encoder.preprocess
     preprocess = Preprocess(prof.image_size or p.image_size, p.crop_pct, p.mean, p.std, p.interpolation)
-    out_dir = Path(out).expanduser() if out is not None else ckpt_path.parent / "export"
+    out_dir = Path(out).expanduser() if out is not None else ckpt_path.parent / EXPORT
     _check_out(out_dir, force)
 
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     remove_stale_temps(out_dir.parent, of=out_dir.name)  # what an export killed mid-write left
     try:
-        result = _write_export(encoder, ckpt_path, preprocess, prof, tmp, calib_data, eval_data, say)
+        result = _write_export(encoder, ckpt_path, preprocess, prof, tmp, calib_data, eval_data)
         result.out_dir = out_dir
-        atomic_write_text(tmp / EXPORT_JSON, json.dumps(result.to_dict(), indent=1) + "\n")
+        write_export_report(tmp, result.to_dict())
         replace_dir(tmp, out_dir)  # the old export survives until the new one is complete
     except OSError as e:
         raise LwzooError(
@@ -364,23 +352,15 @@ def _check_out(out_dir: Path, force: bool) -> None:
         raise LwzooError(f"'{out_dir}' already exists; pass --force to replace it, or choose another --out")
     if not is_export_dir(out_dir):
         raise LwzooError(
-            f"--force replaces only an earlier lwzoo export, and '{out_dir}' is not one (it has no {EXPORT_JSON}); "
+            f"--force replaces only an earlier lwzoo export, and '{out_dir}' is not one (it has no {EXPORT_REPORT}); "
             "choose another --out"
         )
-    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in EXPORT_FILES)
+    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in FILES | {ASSEMBLED})
     if foreign:
         raise LwzooError(
             f"--force would delete files in '{out_dir}' that lwzoo export did not write ({', '.join(foreign[:3])}"
             f"{', ...' if len(foreign) > 3 else ''}); move them out or choose another --out"
         )
-
-
-def is_export_dir(folder: Path) -> bool:
-    """Whether ``folder`` is a folder ``lwzoo export`` wrote (it has the export report and an lwzoo config)."""
-    try:
-        return (folder / EXPORT_JSON).is_file() and "lwzoo" in json.loads((folder / CONFIG).read_text())
-    except (OSError, ValueError):
-        return False
 
 
 def _metadata(encoder: Encoder, preprocess: Preprocess) -> dict[str, str]:
@@ -402,7 +382,9 @@ def _metadata(encoder: Encoder, preprocess: Preprocess) -> dict[str, str]:
     }
 
 
-def _write_export(encoder, ckpt_path, preprocess, prof, tmp, calib_data, eval_data, say) -> ExportResult:
+def _write_export(encoder, ckpt_path, preprocess, prof, tmp, calib_data, eval_data) -> ExportResult:
+    """Write the export into ``tmp`` through the Hub folder's writer: weights and config, the run's records,
+    ONNX (and int8) checked against torch, then the checksums of every model file."""
     tmp.mkdir(parents=True)
     result = ExportResult(tmp, ckpt_path)
     metadata = _metadata(encoder, preprocess)
@@ -412,58 +394,60 @@ def _write_export(encoder, ckpt_path, preprocess, prof, tmp, calib_data, eval_da
         "recipe_digest": metadata["recipe_digest"],
         "checkpoint_digest": encoder.identity,
     }
-    write_hub_folder(tmp, encoder.backbone, encoder.arch, preprocess, metadata, training)
-    if not prof.safetensors:
-        (tmp / WEIGHTS).unlink()
-    if encoder.recipe is not None:
-        atomic_write_text(tmp / "recipe.yaml", encoder.recipe.to_yaml())
-    run_dir = ckpt_path.parent
-    if (run_dir / "metrics.jsonl").is_file():
-        shutil.copyfile(run_dir / "metrics.jsonl", tmp / "metrics.jsonl")
-    if (run_dir / "evals.json").is_file():  # only results of exactly these weights are cited
-        evals = [
-            e for e in json.loads((run_dir / "evals.json").read_text())["results"] if e["identity"] == encoder.identity
-        ]
-        atomic_write_text(tmp / "evals.json", json.dumps({"results": evals}, indent=1) + "\n")
-
+    write_model(tmp, encoder.backbone, encoder.arch, preprocess, metadata, training, safetensors=prof.safetensors)
+    recipe_yaml = encoder.recipe.to_yaml() if encoder.recipe is not None else None
+    copy_run_records(ckpt_path.parent, tmp, encoder.identity, recipe_yaml)
     if prof.onnx:
-        t0 = time.perf_counter()
-        export_onnx(encoder.backbone, tmp / ONNX, preprocess.image_size, prof.onnx_options, metadata)
-        session = onnx_session(tmp / ONNX)
-        real = parity_images(preprocess, prof.parity.images)
-        g = torch.Generator().manual_seed(0)
-        inputs = {"real": real, "random": torch.randn(7, 3, preprocess.image_size, preprocess.image_size, generator=g)}
-        if prof.onnx_options.dynamic_spatial:
-            size = preprocess.image_size + 32
-            inputs["random_larger"] = torch.randn(2, 3, size, size, generator=g)
-        result.parity = check_parity(encoder.backbone, session, inputs, prof.parity.atol, prof.parity.rtol)
-        result.parity["seconds"] = time.perf_counter() - t0
-        bad = {k: v for k, v in result.parity.items() if isinstance(v, dict) and not v["ok"]}
-        if bad:
-            worst = max(bad.values(), key=lambda v: v["max_abs"])
-            raise LwzooError(
-                f"the ONNX graph disagrees with torch (max abs error {worst['max_abs']:.3g}, tolerance "
-                f"atol {prof.parity.atol:g} + rtol {prof.parity.rtol:g}); nothing was written. Try another --opset"
-            )
+        result.parity, session, real = _write_onnx(encoder, preprocess, prof, tmp / ONNX, metadata)
         if prof.int8.enabled:
-            calibration = _calibration(calib_data, preprocess, prof.int8.calibration_images)
-            quantize_int8(tmp / ONNX, tmp / ONNX_INT8, prof.int8, calibration)
-            int8_session = onnx_session(tmp / ONNX_INT8)
-            fp32_feats, int8_feats = run_onnx(session, real, 16), run_onnx(int8_session, real, 16)
-            cos = F.cosine_similarity(torch.from_numpy(fp32_feats), torch.from_numpy(int8_feats), dim=1)
-            result.int8 = {
-                "mode": prof.int8.mode,
-                "calibration_images": len(calibration) if calibration is not None else 0,
-                "bytes_fp32": (tmp / ONNX).stat().st_size,
-                "bytes_int8": (tmp / ONNX_INT8).stat().st_size,
-                "feature_cosine_min": float(cos.min()),
-                "feature_cosine_mean": float(cos.mean()),
-            }
-            if eval_data is not None:
-                result.int8 |= int8_knn_change(session, int8_session, eval_data, preprocess)
+            result.int8 = _write_int8(session, real, preprocess, prof, tmp, calib_data, eval_data)
     record_checksums(tmp)
-    result.files = {f.name: f.stat().st_size for f in sorted(tmp.iterdir()) if f.is_file()}
+    result.files = file_sizes(tmp)
     return result
+
+
+def _write_onnx(encoder, preprocess, prof, path: Path, metadata) -> tuple[dict[str, Any], Any, torch.Tensor]:
+    """The fp32 graph, checked against torch on real and random images (and a larger size when spatial
+    dims are dynamic); a graph that disagrees is refused. Returns the checks, the session and the real images."""
+    t0 = time.perf_counter()
+    export_onnx(encoder.backbone, path, preprocess.image_size, prof.onnx_options, metadata)
+    session = onnx_session(path)
+    real = parity_images(preprocess, prof.parity.images)
+    g = torch.Generator().manual_seed(0)
+    inputs = {"real": real, "random": torch.randn(7, 3, preprocess.image_size, preprocess.image_size, generator=g)}
+    if prof.onnx_options.dynamic_spatial:
+        size = preprocess.image_size + 32
+        inputs["random_larger"] = torch.randn(2, 3, size, size, generator=g)
+    parity = check_parity(encoder.backbone, session, inputs, prof.parity.atol, prof.parity.rtol)
+    parity["seconds"] = time.perf_counter() - t0
+    bad = {k: v for k, v in parity.items() if isinstance(v, dict) and not v["ok"]}
+    if bad:
+        worst = max(bad.values(), key=lambda v: v["max_abs"])
+        raise LwzooError(
+            f"the ONNX graph disagrees with torch (max abs error {worst['max_abs']:.3g}, tolerance "
+            f"atol {prof.parity.atol:g} + rtol {prof.parity.rtol:g}); nothing was written. Try another --opset"
+        )
+    return parity, session, real
+
+
+def _write_int8(session, real, preprocess, prof, tmp: Path, calib_data, eval_data) -> dict[str, Any]:
+    """The int8 graph by onnxruntime quantisation, with its size and how far its features move from fp32's."""
+    calibration = _calibration(calib_data, preprocess, prof.int8.calibration_images)
+    quantize_int8(tmp / ONNX, tmp / ONNX_INT8, prof.int8, calibration)
+    int8_session = onnx_session(tmp / ONNX_INT8)
+    fp32_feats, int8_feats = run_onnx(session, real, 16), run_onnx(int8_session, real, 16)
+    cos = F.cosine_similarity(torch.from_numpy(fp32_feats), torch.from_numpy(int8_feats), dim=1)
+    report = {
+        "mode": prof.int8.mode,
+        "calibration_images": len(calibration) if calibration is not None else 0,
+        "bytes_fp32": (tmp / ONNX).stat().st_size,
+        "bytes_int8": (tmp / ONNX_INT8).stat().st_size,
+        "feature_cosine_min": float(cos.min()),
+        "feature_cosine_mean": float(cos.mean()),
+    }
+    if eval_data is not None:
+        report |= int8_knn_change(session, int8_session, eval_data, preprocess)
+    return report
 
 
 def _calibration(calib_data: str | Path | None, preprocess: Preprocess, n: int) -> torch.Tensor:

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from .checkpoint import atomic_save
-from .data import ImageSet, cache_dir, default_workers
+from .data import ImageSet, default_workers
+from .env import cache_dir
 from .preprocess import Preprocess
+from .progress import SILENT, Progress
 
 log = logging.getLogger("lwzoo")
 FORMAT = "lwzoo-features/1"
@@ -47,7 +48,7 @@ def compute_features(
     device: torch.device,
     batch_size: int = 256,
     desc: str = "features",
-    verbose: bool = True,
+    progress: Progress = SILENT,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the backbone in eval mode over every image once: (N, D) float32 features on the CPU and
     the indices of the images they belong to (unreadable streamed images are left out)."""
@@ -58,7 +59,7 @@ def compute_features(
     index: list[torch.Tensor] = []
     workers = default_workers() if images.images is None else 0
     try:
-        with tqdm(total=len(images), desc=desc, unit="img", leave=False, disable=not verbose) as bar:
+        with progress.counter(len(images), desc, "img") as bar:
             for batch, idx in images.ordered_batches(batch_size, workers=workers):
                 x = preprocess(batch.to(device, non_blocking=True))
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -78,7 +79,7 @@ def extract_features(
     device: torch.device,
     batch_size: int = 256,
     use_cache: bool = True,
-    verbose: bool = True,
+    progress: Progress = SILENT,
 ) -> Features:
     """Features of a labelled image set, from the cache when the same (encoder, data, transform) ran before."""
     if images.labels is None:
@@ -93,7 +94,7 @@ def extract_features(
             log.warning("ignoring unreadable feature cache %s (%s)", path, e)
     t0 = time.perf_counter()
     feats, index = compute_features(
-        backbone, preprocess, images, device, batch_size, f"features {images.source}", verbose
+        backbone, preprocess, images, device, batch_size, f"features {images.source}", progress
     )
     feats = feats.half()  # stored in half precision; round now so a cached rerun gives identical results
     labels, seconds = images.labels[index], time.perf_counter() - t0

@@ -8,24 +8,18 @@ The token is never put in a message: every message is checked against the tokens
 from __future__ import annotations
 
 import json
-import os
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import env
+from .env import hub_endpoint
 from .errors import LwzooError
 
 # What huggingface_hub says when a Hub answer has the wrong shape (lfs.py, _commit_api.py).
 _MALFORMED = ("improperly formatted", "Malformed response")
 _NETWORK_ERRORS = {"TransportError", "TooManyRedirects", "ConnectionError", "Timeout", "TimeoutError"}
-
-
-def hub_endpoint() -> str:
-    """``HF_ENDPOINT``, else huggingface_hub's default (https://huggingface.co)."""
-    from huggingface_hub import constants
-
-    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
 
 
 def upload_folder(
@@ -49,11 +43,10 @@ def download(repo_id: str, revision: str, filenames: tuple[str, ...]) -> Path:
     """Download (or find in the cache) files of a Hub repo; returns the snapshot folder.
 
     With ``HF_HUB_OFFLINE=1`` only the cache (``HF_HUB_CACHE``) is read."""
-    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") or constants.HF_HUB_OFFLINE
-    cache_dir = os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE
+    offline, cache_dir = env.hub_offline(), env.hub_cache()
     paths = []
     for name in filenames:
         try:
@@ -229,7 +222,19 @@ def _redact(message: str, token: str | None) -> str:
         login = get_token()
     except no_login:  # HF_OIDC_RESOURCE set and its exchange failing: there is no token to hide
         login = None
-    for secret in {token, os.environ.get("HF_TOKEN"), login}:
+    for secret in {token, env.hub_token_env(), login}:
         if secret:
             message = message.replace(secret, "***")
     return " ".join(message.splitlines())
+
+
+def validate_repo_id(repo_id: str) -> None:
+    from huggingface_hub.utils import HFValidationError
+    from huggingface_hub.utils import validate_repo_id as hf_validate
+
+    if repo_id.count("/") != 1:
+        raise LwzooError(f"--repo-id '{repo_id}' must be ORG/NAME (a user or organisation, then the model name)")
+    try:
+        hf_validate(repo_id)
+    except HFValidationError as e:
+        raise LwzooError(f"--repo-id '{repo_id}' is not a valid Hub repository id: {e}") from None

@@ -15,14 +15,13 @@ import torch
 from PIL import Image
 
 from .archs import Arch
-from .engine import resolve_device
+from .devices import resolve_device
 from .errors import LwzooError
-from .hub_folder import CONFIG, WEIGHTS, load_backbone, read_hub_config, verify_checksum
+from .hub_client import download, validate_repo_id
+from .hub_folder import CONFIG, ONNX, WEIGHTS, load_backbone, read_hub_config, verify_checksum
+from .onnx_runtime import onnx_session
 from .preprocess import Preprocess, eval_square
-from .publish import validate_repo_id
 from .zoo import ZOO, get_entry, local_models, local_zoo_dir, unpublished_error
-
-ONNX = "model.onnx"
 
 
 class FeatureExtractor:
@@ -104,7 +103,6 @@ def _to_pil(x: Any) -> Image.Image:
 
 def _hub_files(repo_id: str, revision: str, filenames: tuple[str, ...]) -> Path:
     """Download (or find in the cache) files of a Hub repo; returns the snapshot folder."""
-    from .hub_client import download
 
     return download(repo_id, revision, filenames)
 
@@ -167,8 +165,6 @@ def load(
     verify_checksum(weights, config)
     source = repo_id or str(folder)
     if backend == "onnx":
-        from .export import onnx_session
-
         try:
             session = onnx_session(weights)
         except Exception as e:  # onnxruntime raises its own types for unreadable graphs

@@ -1,4 +1,5 @@
-"""Run metrics: one JSON object per line in ``metrics.jsonl``, mirrored to TensorBoard when installed."""
+"""Run metrics: one JSON object per line in the run folder's ``metrics.jsonl``, mirrored to TensorBoard when
+installed. This module owns the format; :mod:`lwzoo.run_folder` owns the names."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 import math
 from pathlib import Path
 from typing import Any
+
+from .run_folder import METRICS, TENSORBOARD
 
 
 class MetricsLog:
@@ -18,7 +21,7 @@ class MetricsLog:
     def __init__(
         self, out_dir: Path, resume_step: int | None = None, tensorboard: bool = True, enabled: bool = True
     ) -> None:
-        self.path, self.enabled = out_dir / "metrics.jsonl", enabled
+        self.path, self.enabled = out_dir / METRICS, enabled
         self._tb = None
         if not enabled:  # a DDP rank other than 0: only rank 0 writes logs
             return
@@ -32,7 +35,7 @@ class MetricsLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._tb = SummaryWriter(str(out_dir / "tensorboard"), purge_step=resume_step)
+                self._tb = SummaryWriter(str(out_dir / TENSORBOARD), purge_step=resume_step)
             except ImportError:  # tensorboard is optional
                 self._tb = None
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import shutil
 import signal
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,23 +15,31 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
-from .archs import Arch, default_recipe_name, get_arch
-from .checkpoint import LAST, atomic_save, load_checkpoint
+from .archs import Arch, get_arch
+from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .config import parse_overrides
-from .data import BUILTIN, ImageSet, default_workers, is_builtin, load_images
+from .data import (
+    BUILTIN,
+    ImageSet,
+    default_recipe_name,
+    default_workers,
+    is_builtin,
+    labelled_sets,
+    load_images,
+)
+from .devices import resolve_device
 from .distributed import DistContext, from_environment, teardown
-from .engine import Engine, resolve_device
+from .engine import Engine
 from .errors import LwzooError
 from .features import compute_features
 from .files import RunLock, atomic_copy, atomic_write_text, check_writable_dir, remove_stale_temps
 from .metrics import MetricsLog
 from .preprocess import Preprocess
-from .progress import LineProgress, fmt_time
-from .progress import mode as progress_mode
+from .progress import SILENT, LineProgress, Progress, fmt_time
 from .recipe import Recipe, default_decode_size, fit_queue_to_data, load_recipe, recipe_from_dict
-from .runs import latest_checkpoint, new_run_dir
+from .run_folder import CHECKPOINT, RECIPE, kept_checkpoint, latest_checkpoint, new_run_dir
+from .scoring import accuracies, knn_predict
 from .version import __version__
 
 
@@ -93,7 +100,7 @@ def _plan(
         out_dir = Path(out) if out is not None else new_run_dir(spec.name, resolved.name)
         out_dir = ctx.broadcast(out_dir)  # one run folder name for every rank
         _lock(out_dir, ctx, held)
-        if (out_dir / LAST).exists():
+        if (out_dir / CHECKPOINT).exists():
             raise LwzooError(f"'{out_dir}' already holds a run; add --resume to continue it, or choose another --out")
         return _Plan(spec, resolved, seed, data, out_dir, None, notes)
 
@@ -154,10 +161,10 @@ def _fresh_recipe(
 def _resume_path(spec: Arch, out: str | Path | None, resume: str | Path | bool) -> Path:
     """The checkpoint ``--resume`` names: the newest run (of ``out`` when given), a run folder or a file."""
     if resume is True or str(resume) in ("last", "auto"):
-        path = Path(out) / LAST if out is not None else latest_checkpoint(spec.name)
+        path = Path(out) / CHECKPOINT if out is not None else latest_checkpoint(spec.name)
     else:
-        path = Path(resume) / LAST if Path(resume).is_dir() else Path(resume)
-    if not path.exists() and path.name == LAST and path.parent.is_dir():
+        path = Path(resume) / CHECKPOINT if Path(resume).is_dir() else Path(resume)
+    if not path.exists() and path.name == CHECKPOINT and path.parent.is_dir():
         raise LwzooError(
             f"run folder '{path.parent}' has no checkpoint yet: its run stopped before the first save (the end of "
             f"epoch 1, --until-step or Ctrl-C); start it again without --resume: "
@@ -192,19 +199,22 @@ def _lock(out_dir: Path, ctx: DistContext, held: ExitStack) -> None:
 class _Stop:
     """Turns SIGINT/SIGTERM into a request to stop after the current step; a second Ctrl-C aborts."""
 
-    def __init__(self) -> None:
+    def __init__(self, progress: Progress) -> None:
         self.signal: str | None = None
+        self.progress = progress
 
     def handle(self, signum: int, _frame: Any) -> None:
         if self.signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signal = signal.Signals(signum).name
-        tqdm.write(f"\n{self.signal}: saving a checkpoint after this step (Ctrl-C again to abort without saving)")
+        self.progress.say(
+            f"\n{self.signal}: saving a checkpoint after this step (Ctrl-C again to abort without saving)"
+        )
 
 
 @contextmanager
-def _stop_on_signals() -> Iterator[_Stop]:
-    stop = _Stop()
+def _stop_on_signals(progress: Progress) -> Iterator[_Stop]:
+    stop = _Stop(progress)
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
@@ -220,8 +230,6 @@ class _KnnMonitor:
     """kNN top-1 of the backbone during pretraining: the labelled training data votes, held-out data is scored."""
 
     def __init__(self, data: str | Path | None, eval_data: str | Path | None, preprocess: Preprocess, device) -> None:
-        from .evaluate import eval_data as labelled_sets
-
         try:
             self.train, self.val, self.val_map = labelled_sets(data, eval_data, preprocess.decode_size)
         except LwzooError as e:
@@ -229,16 +237,18 @@ class _KnnMonitor:
         self.preprocess, self.device = preprocess, device
 
     def __call__(self, backbone: torch.nn.Module) -> float:
-        from .evaluate import accuracies, knn_predict
-
-        train, _ = compute_features(backbone, self.preprocess, self.train, self.device, verbose=False)
-        val, index = compute_features(backbone, self.preprocess, self.val, self.device, verbose=False)
+        train, _ = compute_features(backbone, self.preprocess, self.train, self.device)
+        val, index = compute_features(backbone, self.preprocess, self.val, self.device)
         scores = knn_predict(train, self.train.labels, val, len(self.train.classes))
         return accuracies(scores, self.val_map[self.val.labels[index]], self.train.classes)[0]
 
 
 class _LossMeter:
-    """Sums losses on the device (no sync per step) and reports window and epoch means."""
+    """Sums the loss and the fit (:func:`lwzoo.losses.positive_fit`: instance accuracy, positive softmax mass) on
+    the device, with no sync per step; reports window means, read once per window in one reduction over ranks,
+    and epoch means of the loss."""
+
+    FIT = ("instance_acc", "positive_mass")
 
     def __init__(self, device: torch.device, ctx: DistContext, epoch_sum: float = 0.0, epoch_count: int = 0) -> None:
         self.device, self.ctx, self.epoch_sum, self.epoch_count = device, ctx, epoch_sum, epoch_count
@@ -246,25 +256,24 @@ class _LossMeter:
         self._reset_window()
 
     def _reset_window(self) -> None:
-        self.window_sum, self.window_count, self.window_start = (
-            torch.zeros((), device=self.device),
-            0,
-            time.perf_counter(),
-        )
+        self.window_sum, self.window_fit = torch.zeros((), device=self.device), torch.zeros(2, device=self.device)
+        self.window_count, self.window_start = 0, time.perf_counter()
 
-    def add(self, loss: torch.Tensor) -> None:
+    def add(self, loss: torch.Tensor, fit: torch.Tensor) -> None:
         self.window_sum += loss
+        self.window_fit += fit
         self.window_count += 1
 
-    def flush(self) -> tuple[float, int, float]:
-        """Mean loss, steps and seconds of the window since the last flush; folds it into the epoch."""
+    def flush(self) -> tuple[float, dict[str, float], int, float]:
+        """Mean loss, mean fit (by :attr:`FIT` name), steps and seconds of the window since the last flush;
+        folds the loss into the epoch."""
         n, seconds = self.window_count, time.perf_counter() - self.window_start
-        mean = self.ctx.mean(self.window_sum / n).item() if n else float("nan")  # over ranks
-
-        if n:
-            self.epoch_sum, self.epoch_count = self.epoch_sum + mean * n, self.epoch_count + n
+        means = [float("nan")] * (1 + len(self.FIT))
+        if n:  # one all-reduce and one device-to-host copy for the whole window
+            means = self.ctx.mean(torch.cat([self.window_sum.reshape(1), self.window_fit]) / n).tolist()
+            self.epoch_sum, self.epoch_count = self.epoch_sum + means[0] * n, self.epoch_count + n
         self._reset_window()
-        return mean, n, seconds
+        return means[0], dict(zip(self.FIT, means[1:], strict=True)), n, seconds
 
     def end_epoch(self) -> float:
         mean = self.epoch_sum / max(1, self.epoch_count)
@@ -302,7 +311,7 @@ def _header(plan: _Plan, engine: Engine, images: ImageSet) -> str:
     return "\n".join(lines)
 
 
-def _load_data(plan: _Plan, device: torch.device) -> ImageSet:
+def _load_data(plan: _Plan, device: torch.device, progress: Progress) -> ImageSet:
     """The training images, decoded; a set that fits in a quarter of free GPU memory moves to the GPU."""
     r = plan.recipe
     images = load_images(
@@ -311,6 +320,7 @@ def _load_data(plan: _Plan, device: torch.device) -> ImageSet:
         in_memory_gb=r.data.in_memory_gb,
         workers=r.data.workers,
         whole=True,  # crops are drawn from the whole image, in its own frame
+        progress=progress,
     )
     if device.type == "cuda" and images.images is not None:
         free, _ = torch.cuda.mem_get_info(device)
@@ -331,7 +341,7 @@ class _Run:
         ctx: DistContext,
         eval_every: int | None,
         eval_data: str | Path | None,
-        verbose: bool,
+        progress: Progress,
     ) -> None:
         if eval_every is not None and eval_data is None and not is_builtin(plan.data):
             raise LwzooError("--eval-every needs --eval-data DIR, a labelled held-out folder (DIR/<class>/<image>)")
@@ -340,7 +350,7 @@ class _Run:
                 f"train.batch_size {plan.recipe.train.batch_size} must divide evenly over {ctx.world_size} processes "
                 "(it is the global batch; each process takes batch_size / world_size)"
             )
-        images = _load_data(plan, device)
+        images = _load_data(plan, device, progress)
         if plan.ckpt is None:  # a resumed run keeps the queue its checkpoint holds
             recipe, note = fit_queue_to_data(plan.recipe, len(images))
             plan = replace(plan, recipe=recipe, notes=(*plan.notes, note)) if note else plan
@@ -351,7 +361,8 @@ class _Run:
                 f"batch size {r.train.batch_size} is larger than the {len(images)} images in {images.source}; "
                 "lower --batch-size or add images"
             )
-        self.plan, self.images, self.ctx, self.eval_every, self.verbose = plan, images, ctx, eval_every, verbose
+        self.plan, self.images, self.ctx, self.eval_every = plan, images, ctx, eval_every
+        self.reporter, self.say = progress, progress.say
         self.out_dir = plan.out_dir
         self.monitor = (
             _KnnMonitor(plan.data, eval_data, Preprocess.from_recipe(r), device) if eval_every and ctx.is_main else None
@@ -364,9 +375,8 @@ class _Run:
             self.elapsed_before = plan.ckpt["elapsed_s"]
         if ctx.is_main:
             remove_stale_temps(self.out_dir)  # a save killed mid-write left a temp file; the lock says it is dead
-            atomic_write_text(self.out_dir / "recipe.yaml", r.to_yaml())
-        if verbose:
-            print(_header(plan, self.engine, images))
+            atomic_write_text(self.out_dir / RECIPE, r.to_yaml())
+        progress.say(_header(plan, self.engine, images))
         if plan.ckpt is None and r.moco.queue_init == "keys":
             self.engine.fill_queue(images)
         self.data_info = {
@@ -380,7 +390,8 @@ class _Run:
         self.t_start = time.perf_counter()
         # a fresh run drops rows an earlier run in this folder logged before dying unsaved
         self.log = MetricsLog(self.out_dir, resume_step=self.engine.step, enabled=ctx.is_main)
-        self.progress = _progress_bar(self.engine, verbose)
+        # a bar on a terminal; in a file, one line per log window (end_window asks for it)
+        self.progress = progress.counter(self.engine.total_steps, unit="step", initial=self.engine.step, every_s=None)
         self.last_loss = float("nan")
 
     def elapsed(self) -> float:
@@ -391,14 +402,14 @@ class _Run:
             return
         extra = {"data": self.data_info, "epoch_loss": [self.meter.epoch_sum, self.meter.epoch_count]}
         extra |= {"elapsed_s": self.elapsed(), "world_size": self.ctx.world_size}
-        atomic_save({**self.engine.state_dict(), **extra}, self.out_dir / LAST)
+        save_checkpoint({**self.engine.state_dict(), **extra}, self.out_dir / CHECKPOINT)
 
     def train(self, until_step: int | None) -> PretrainResult:
         engine, r, ctx = self.engine, self.plan.recipe, self.ctx
         stop_at = min(engine.total_steps, until_step) if until_step is not None else engine.total_steps
         workers = default_workers() if r.data.workers is None else r.data.workers
         interrupted = None
-        with self.log, self.progress, _stop_on_signals() as stop:
+        with self.log, self.progress, _stop_on_signals(self.reporter) as stop:
             while engine.step < stop_at and interrupted is None:
                 epoch = engine.step // engine.steps_per_epoch
                 engine.model.train()
@@ -406,7 +417,7 @@ class _Run:
                 start, shard = engine.step % engine.steps_per_epoch, {"rank": ctx.rank, "world_size": ctx.world_size}
                 batches = self.images.batches(r.train.batch_size, epoch, self.plan.seed, start, workers, **shard)
                 for images, aspects in batches:
-                    self.meter.add(engine.train_step(images, aspects))
+                    self.meter.add(engine.train_step(images, aspects), engine.last_fit)
                     self.progress.update(1)
                     window_end = engine.step % r.train.log_every == 0 or engine.step == stop_at
                     if window_end:
@@ -423,11 +434,11 @@ class _Run:
         return self.summary(interrupted)
 
     def end_window(self, epoch: int) -> None:
-        """Log the window's mean loss and throughput; stop on a non-finite loss."""
+        """Log the window's mean loss, fit and throughput; stop on a non-finite loss."""
         engine = self.engine
-        self.last_loss, n, seconds = self.meter.flush()
+        self.last_loss, fit, n, seconds = self.meter.flush()
         if not math.isfinite(self.last_loss):
-            last = self.out_dir / LAST
+            last = self.out_dir / CHECKPOINT
             saved = f"the last checkpoint, {last}, is from before it" if last.is_file() else "no checkpoint was saved"
             raise LwzooError(
                 f"the loss became {self.last_loss} at step {engine.step}; start a new run with a lower optim.lr "
@@ -435,10 +446,15 @@ class _Run:
             )
         ips = n * self.plan.recipe.train.batch_size / seconds
         sched = engine.last_schedule
-        self.log.log(
-            "step", engine.step, epoch=epoch, loss=self.last_loss, images_per_s=ips, elapsed_s=self.elapsed(), **sched
+        row = {"epoch": epoch, "loss": self.last_loss, **fit, "images_per_s": ips, "elapsed_s": self.elapsed()}
+        self.log.log("step", engine.step, **row, **sched)
+        self.progress.set_postfix(
+            loss=f"{self.last_loss:.3f}",
+            inst_acc=f"{fit['instance_acc']:.1%}",  # queries whose positive outscores every queue key
+            pos_mass=f"{fit['positive_mass']:.3f}",  # mean softmax mass on the positive
+            lr=f"{sched['lr']:.3g}",
+            img_s=f"{ips:.0f}",
         )
-        self.progress.set_postfix(loss=f"{self.last_loss:.3f}", lr=f"{sched['lr']:.3g}", img_s=f"{ips:.0f}")
         if isinstance(self.progress, LineProgress):
             self.progress.line()
 
@@ -447,42 +463,39 @@ class _Run:
         r, engine = self.plan.recipe, self.engine
         done, self.last_loss = engine.step // engine.steps_per_epoch, self.meter.end_epoch()
         self.log.log("epoch", engine.step, epoch=done, loss=self.last_loss, elapsed_s=self.elapsed())
-        if self.verbose:
-            self.progress.write(f"epoch {done}/{r.train.epochs}: loss {self.last_loss:.4f}")
+        self.say(f"epoch {done}/{r.train.epochs}: loss {self.last_loss:.4f}")
         if self.monitor is not None and done % self.eval_every == 0:
             top1 = self.monitor(engine.model.backbone)
             self.log.log("eval", engine.step, epoch=done, knn_top1=top1)
             self.progress.set_postfix(loss=f"{self.last_loss:.3f}", knn=f"{top1:.1f}")
-            if self.verbose:
-                self.progress.write(
-                    f"epoch {done}/{r.train.epochs}: kNN top-1 {top1:.2f}% on {self.monitor.val.source}"
-                )
+            self.say(f"epoch {done}/{r.train.epochs}: kNN top-1 {top1:.2f}% on {self.monitor.val.source}")
         self.save()
         if r.train.keep_every and done % r.train.keep_every == 0 and self.ctx.is_main:
-            atomic_copy(self.out_dir / LAST, self.out_dir / f"checkpoint-epoch{done:04d}.pt")
+            atomic_copy(self.out_dir / CHECKPOINT, self.out_dir / kept_checkpoint(done))
 
     def summary(self, interrupted: str | None) -> PretrainResult:
-        engine, out_dir = self.engine, self.out_dir
-        say = print if self.verbose else (lambda *_: None)
-        resume_hint = f"continue with: lwzoo pretrain {self.plan.arch.name} --resume {out_dir}"
+        engine, ckpt = self.engine, self.out_dir / CHECKPOINT
+        say = self.say
+        steps = f"{engine.step}/{engine.total_steps}"
+        resume_hint = f"continue with: lwzoo pretrain {self.plan.arch.name} --resume {self.out_dir}"
         if interrupted:
-            say(f"stopped by {interrupted} at step {engine.step}/{engine.total_steps}; checkpoint {out_dir / LAST}")
-            say(resume_hint)
+            say(f"stopped by {interrupted} at step {steps}; checkpoint {ckpt}\n{resume_hint}")
         elif engine.step < engine.total_steps:
-            say(f"paused at step {engine.step}/{engine.total_steps}; {resume_hint}")
+            say(f"paused at step {steps}; {resume_hint}")
         elif self.plan.ckpt is not None and self.plan.ckpt["step"] == engine.total_steps:
-            say(f"done already: the run finished its {engine.total_steps} steps before; checkpoint {out_dir / LAST}")
+            say(f"done already: the run finished its {engine.total_steps} steps before; checkpoint {ckpt}")
         else:
             say(
                 f"done: {engine.total_steps} steps in {fmt_time(self.elapsed())}, final epoch loss {self.last_loss:.4f}"
             )
-            say(f"checkpoint: {out_dir / LAST}")
-        return PretrainResult(out_dir, out_dir / LAST, engine.step, engine.total_steps, self.last_loss, interrupted)
+            say(f"checkpoint: {ckpt}")
+        return PretrainResult(self.out_dir, ckpt, engine.step, engine.total_steps, self.last_loss, interrupted)
 
 
 def _restore(engine: Engine, ckpt: dict[str, Any]) -> None:
     try:
         engine.load_state_dict(ckpt)
+        set_rng_state(ckpt["rng"])  # the resumed run draws the numbers the uninterrupted one would have
     except (KeyError, RuntimeError, ValueError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise LwzooError(
@@ -501,21 +514,6 @@ def _stop_requested(stop: _Stop, ctx: DistContext, window_end: bool) -> str | No
     return None
 
 
-def _progress_bar(engine: Engine, verbose: bool) -> tqdm | LineProgress:
-    """A bar on a terminal; in a file, a plain line per log window (no carriage-return frames)."""
-    how = progress_mode(sys.stdout)
-    if verbose and how == "bar":
-        return tqdm(total=engine.total_steps, initial=engine.step, unit="step", file=sys.stdout)
-    return LineProgress(
-        engine.total_steps,
-        unit="step",
-        initial=engine.step,
-        every_s=None,
-        file=sys.stdout,
-        disable=not verbose or how == "off",
-    )
-
-
 def pretrain(
     arch: str,
     recipe: str | Path | None = None,
@@ -530,7 +528,7 @@ def pretrain(
     until_step: int | None = None,
     eval_every: int | None = None,
     eval_data: str | Path | None = None,
-    verbose: bool = True,
+    progress: Progress = SILENT,
 ) -> PretrainResult:
     """Pretrain ``arch`` with MoCo v2 and smoothed InfoNCE, writing checkpoints to a run folder.
 
@@ -554,7 +552,9 @@ def pretrain(
             training data votes, ``eval_data`` (default: the built-in held-out split) is scored.
             The result goes to metrics.jsonl (``kind: eval``), TensorBoard and the progress line.
         eval_data: a labelled held-out folder for ``eval_every``.
-        verbose: print the recipe, progress (a bar on a terminal, a line per log window in a file) and a summary.
+        progress: where the recipe, progress and summary go (:class:`lwzoo.progress.Progress`); the default
+            shows nothing, ``lwzoo.progress.Console()`` shows a bar on a terminal and a line per log window in a
+            file, as the CLI does.
     """
     if until_step is not None and until_step < 1:
         raise LwzooError(f"--until-step must be at least 1 (the first step), got {until_step}")
@@ -568,5 +568,5 @@ def pretrain(
             raise LwzooError(
                 f"--until-step {until_step} is not beyond the checkpoint's step {plan.ckpt['step']}; pass a later step"
             )
-        run = _Run(plan, ctx.device, ctx, eval_every, eval_data, verbose and ctx.is_main)
+        run = _Run(plan, ctx.device, ctx, eval_every, eval_data, progress if ctx.is_main else SILENT)
         return run.train(until_step)

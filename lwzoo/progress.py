@@ -8,17 +8,18 @@ rate and ETA. ``LWZOO_PROGRESS=bar`` or ``=lines`` overrides the choice; ``=off`
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import Any, TextIO
 
 from tqdm.auto import tqdm
 
+from . import env
+
 
 def mode(stream: TextIO | None = None) -> str:
     """``bar``, ``lines`` or ``off``: the env override, else ``bar`` on a terminal and ``lines`` elsewhere."""
-    forced = os.environ.get("LWZOO_PROGRESS", "").strip().lower()
+    forced = env.progress_override()
     if forced in ("bar", "lines", "off"):
         return forced
     stream = stream if stream is not None else sys.stderr
@@ -113,3 +114,46 @@ def bar(
     if how == "bar":
         return tqdm(total=total, desc=desc, unit=unit, initial=initial, disable=disable, leave=leave, file=file)
     return LineProgress(total, desc, unit, initial, every_s, file, disable=disable or how == "off")
+
+
+Counter = tqdm | LineProgress
+
+
+class Progress:
+    """How a long library call reports while it works. The library never prints by itself: each such call takes
+    ``progress``, and this base class, the default, shows nothing. The CLI passes :class:`Console`; a Python
+    caller passes ``Console()`` to see the same, or a subclass to route the lines and counts elsewhere.
+    """
+
+    def say(self, text: str) -> None:
+        """A line worth reading: a header, a note, a result, a summary."""
+
+    def counter(
+        self, total: int | None, desc: str = "", unit: str = "it", initial: int = 0, every_s: float | None = 30.0
+    ) -> Counter:
+        """A count of work done (the part of tqdm's interface lwzoo uses). ``every_s=None``: in a file, a line
+        only when the caller asks for one (``.line()``), e.g. once per log window."""
+        return LineProgress(total, desc, unit, initial, every_s, disable=True)
+
+
+class Console(Progress):
+    """Lines on stdout (``file``) and counts on stderr (``counter_file``), as tqdm does: a bar on a terminal, plain
+    lines in a file (see :func:`mode`). ``lwzoo pretrain`` keeps its training bar on stdout with its epoch lines."""
+
+    def __init__(self, file: TextIO | None = None, counter_file: TextIO | None = None) -> None:
+        self.file, self.counter_file = file, counter_file
+
+    def say(self, text: str) -> None:
+        tqdm.write(text, file=self.file or sys.stdout)  # through tqdm, so an open bar is redrawn below the line
+
+    def counter(
+        self, total: int | None, desc: str = "", unit: str = "it", initial: int = 0, every_s: float | None = 30.0
+    ) -> Counter:
+        stream = self.counter_file or sys.stderr
+        how = mode(stream)
+        if how == "bar":
+            return tqdm(total=total, desc=desc, unit=unit, initial=initial, file=stream)
+        return LineProgress(total, desc, unit, initial, every_s, stream, disable=how == "off")
+
+
+SILENT = Progress()

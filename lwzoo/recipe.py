@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from .config import apply_overrides, build, field_types, merge, plain, read_yaml, resolve_path, to_yaml
 from .errors import LwzooError
+from .losses import FIXED_ALPHA, FIXED_TOPK, GRADED_SPLITS
 from .resources import resource_dir
 
 
@@ -56,9 +58,10 @@ class MocoCfg:
 
 @dataclass(frozen=True)
 class LossCfg:
-    alpha: float  # target mass moved from the positive to the smoothing set
-    topk: int  # size of the smoothing set (nearest queue keys); ignored for uniform smoothing
-    smoothing: Literal["topk", "uniform"]
+    alpha: float  # target mass moved from the positive to the smoothing set; fixed by some kinds (FIXED_ALPHA)
+    topk: int  # size of the smoothing set (nearest queue keys); fixed by some kinds (FIXED_TOPK), unused by uniform
+    # how the mass is spread over the nearest queue keys, formulas in lwzoo/losses.py (SMOOTHING_KINDS)
+    smoothing: Literal["topk", "uniform", "graded_topk", "geometric_top10", "nearest_negative", "grouped_top20"]
     alpha_schedule: Literal["after_warmup", "cosine"]  # 0 through warmup then alpha, or a 0->alpha cosine
 
 
@@ -154,9 +157,11 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
     return recipe
 
 
-def _check_ranges(r: Recipe, source: str) -> None:
-    a = r.augment
-    rules: list[tuple[bool, str, Any, str]] = [
+Rule = tuple[bool, str, Any, str]  # (holds, key, value, what it must be)
+
+
+def _train_rules(r: Recipe) -> list[Rule]:
+    return [
         (r.train.epochs >= 1, "train.epochs", r.train.epochs, "at least 1"),
         (2 <= r.train.batch_size <= 2**16, "train.batch_size", r.train.batch_size, f"in [2, {2**16:,}]"),
         (r.train.log_every >= 1, "train.log_every", r.train.log_every, "at least 1"),
@@ -167,7 +172,11 @@ def _check_ranges(r: Recipe, source: str) -> None:
             r.train.compile,
             "false, or a torch.compile mode",
         ),
-        # Upper bounds catch typos and absurd values that would only fail steps later, as a NaN loss.
+    ]
+
+
+def _optim_rules(r: Recipe) -> list[Rule]:
+    return [
         (0 < r.optim.lr <= 10, "optim.lr", r.optim.lr, "in (0, 10] per optim.lr_batch_size images (MoCo uses 0.03)"),
         (r.optim.lr_batch_size >= 1, "optim.lr_batch_size", r.optim.lr_batch_size, "at least 1"),
         (0 <= r.optim.weight_decay <= 0.1, "optim.weight_decay", r.optim.weight_decay, "in [0, 0.1] (MoCo uses 1e-4)"),
@@ -179,6 +188,11 @@ def _check_ranges(r: Recipe, source: str) -> None:
             f"in [0, train.epochs={r.train.epochs}); shorten it with --set optim.warmup_epochs=...",
         ),
         (0 <= r.optim.min_lr_ratio <= 1, "optim.min_lr_ratio", r.optim.min_lr_ratio, "in [0, 1]"),
+    ]
+
+
+def _moco_and_loss_rules(r: Recipe) -> list[Rule]:
+    return [
         (1 <= r.moco.dim <= 8192, "moco.dim", r.moco.dim, "in [1, 8192]"),
         (1 <= r.moco.mlp_hidden <= 65536, "moco.mlp_hidden", r.moco.mlp_hidden, "in [1, 65536]"),
         (1 <= r.moco.queue_size <= 2**22, "moco.queue_size", r.moco.queue_size, f"in [1, {2**22:,}]"),
@@ -197,6 +211,38 @@ def _check_ranges(r: Recipe, source: str) -> None:
         ),
         (0 <= r.loss.alpha < 1, "loss.alpha", r.loss.alpha, "in [0, 1)"),
         (1 <= r.loss.topk <= r.moco.queue_size, "loss.topk", r.loss.topk, "in [1, moco.queue_size]"),
+        *_smoothing_rules(r.loss),
+    ]
+
+
+def _smoothing_rules(loss: LossCfg) -> list[Rule]:
+    """A kind that fixes alpha or k takes only its own value: any other would be silently unused, and the recipe
+    saved with a run would misstate what ran. The fix names every value the kind fixes, so one retry does."""
+    kind = loss.smoothing
+    fixed = {"loss.topk": FIXED_TOPK.get(kind), "loss.alpha": FIXED_ALPHA.get(kind)}
+    fix = " ".join(f"--set {key}={value}" for key, value in fixed.items() if value is not None)
+    rules: list[Rule] = []
+    if kind == "graded_topk":
+        ks = ", ".join(map(str, GRADED_SPLITS))
+        why = "whose split points are defined for those"
+        rules.append(
+            (loss.topk in GRADED_SPLITS, "loss.topk", loss.topk, f"one of {ks} with loss.smoothing '{kind}', {why}")
+        )
+    if (k := fixed["loss.topk"]) is not None:
+        keys = "the nearest queue key" if k == 1 else f"the {k} nearest queue keys"
+        why = f"which always smooths over {keys} ({fix})"
+        rules.append((loss.topk == k, "loss.topk", loss.topk, f"{k} with loss.smoothing '{kind}', {why}"))
+    if (alpha := fixed["loss.alpha"]) is not None:
+        why = f"which keeps {1 - alpha:g} on the positive ({fix}; loss.alpha_schedule still starts it at 0)"
+        rules.append(
+            (math.isclose(loss.alpha, alpha), "loss.alpha", loss.alpha, f"{alpha} with loss.smoothing '{kind}', {why}")
+        )
+    return rules
+
+
+def _augment_rules(r: Recipe) -> list[Rule]:
+    a = r.augment
+    rules: list[Rule] = [
         (8 <= a.image_size <= 2048, "augment.image_size", a.image_size, "in [8, 2048]"),
         (0 < a.crop_scale[0] <= a.crop_scale[1] <= 1, "augment.crop_scale", list(a.crop_scale), "0 < min <= max <= 1"),
         (0 < a.crop_ratio[0] <= a.crop_ratio[1], "augment.crop_ratio", list(a.crop_ratio), "0 < min <= max"),
@@ -209,6 +255,14 @@ def _check_ranges(r: Recipe, source: str) -> None:
         (0 <= a.blur_sigma[0] <= a.blur_sigma[1], "augment.blur_sigma", list(a.blur_sigma), "0 <= min <= max"),
         (all(s > 0 for s in a.std), "augment.std", list(a.std), "positive"),
         (0 < a.eval_crop_pct <= 1, "augment.eval_crop_pct", a.eval_crop_pct, "in (0, 1]"),
+    ]
+    for name in ("jitter_p", "grayscale_p", "blur_p", "flip_p"):
+        rules.append((0 <= getattr(a, name) <= 1, f"augment.{name}", getattr(a, name), "a probability in [0, 1]"))
+    return rules
+
+
+def _data_rules(r: Recipe) -> list[Rule]:
+    return [
         (
             r.data.decode_size is None or 8 <= r.data.decode_size <= 4096,
             "data.decode_size",
@@ -218,8 +272,12 @@ def _check_ranges(r: Recipe, source: str) -> None:
         (r.data.in_memory_gb >= 0, "data.in_memory_gb", r.data.in_memory_gb, "0 or more"),
         (r.data.workers is None or r.data.workers >= 0, "data.workers", r.data.workers, "null or 0 or more"),
     ]
-    for name in ("jitter_p", "grayscale_p", "blur_p", "flip_p"):
-        rules.append((0 <= getattr(a, name) <= 1, f"augment.{name}", getattr(a, name), "a probability in [0, 1]"))
+
+
+def _check_ranges(r: Recipe, source: str) -> None:
+    """Every value within its range. Upper bounds catch typos and absurd values that would only fail steps
+    later, as a NaN loss."""
+    rules = [*_train_rules(r), *_optim_rules(r), *_moco_and_loss_rules(r), *_augment_rules(r), *_data_rules(r)]
     for ok, key, value, want in rules:
         if not ok:
             raise LwzooError(f"{source}: '{key}' is {value}, but must be {want}")

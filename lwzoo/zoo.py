@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .data import cache_dir
+from .env import cache_dir
 from .errors import LwzooError
 from .files import replace_dir
 from .hub_folder import CONFIG

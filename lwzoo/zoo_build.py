@@ -18,19 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from . import evaluate
-from .archs import DEMO_RECIPE
-from .checkpoint import LAST, load_checkpoint
+from .checkpoint import load_checkpoint
 from .config import parse_overrides
-from .data import is_builtin, scan_folder
+from .data import DEMO_RECIPE, is_builtin, scan_folder
 from .errors import LwzooError
 from .export import export
 from .files import atomic_write_text
+from .hub_folder import assemble
 from .pretrain import PretrainResult, pretrain
-from .publish import assemble
-from .runs import runs_root
+from .progress import SILENT, Progress
+from .run_folder import BUILD_JSON, CHECKPOINT, EXPORT, runs_root
 from .zoo import ZooEntry, add_local, get_entry
-
-BUILD_JSON = "build.json"
 
 
 @dataclass(frozen=True)
@@ -63,7 +61,7 @@ def build(
     seed: int = 0,
     out: str | Path | None = None,
     until_step: int | None = None,
-    verbose: bool = True,
+    progress: Progress = SILENT,
 ) -> BuildResult:
     """Build the zoo entry ``name`` on ``data`` and file it in the local zoo.
 
@@ -78,17 +76,17 @@ def build(
         device, seed: as for :func:`lwzoo.pretrain`.
         out: the run folder. Default: ``runs/zoo/<name>``.
         until_step: stop pretraining at this step; the same command without it continues the build.
-        verbose: print progress.
+        progress: where progress goes (default: nowhere; the CLI passes a Console).
     """
     entry = get_entry(name)
-    say = print if verbose else (lambda *_: None)
+    say = progress.say
     run_dir = Path(out) if out is not None else runs_root() / "zoo" / entry.name
     labelled = _check_eval_data(data, val_data)
     request = _request(entry, data, epochs, batch_size, overrides, seed)
     resume = _continue_or_start(run_dir, request)
     if resume:
         say(f"continuing the build of {entry.name} in {run_dir}")
-        trained = pretrain(entry.arch, resume=run_dir, device=device, until_step=until_step, verbose=verbose)
+        trained = pretrain(entry.arch, resume=run_dir, device=device, until_step=until_step, progress=progress)
     else:
         trained = pretrain(
             entry.arch,
@@ -101,15 +99,15 @@ def build(
             out=run_dir,
             seed=seed,
             until_step=until_step,
-            verbose=verbose,
+            progress=progress,
         )
     if not trained.finished:
         say(f"the build of {entry.name} is paused; run the same command again to continue it")
         return BuildResult(entry.name, run_dir, trained, None, False)
     if labelled:
         for protocol in (evaluate.knn, evaluate.linear):
-            protocol(run_dir, data=data, val_data=val_data, device=device, baseline=True, verbose=verbose)
-    exported = export(run_dir, out=run_dir / "export", force=True, verbose=verbose).out_dir
+            protocol(run_dir, data=data, val_data=val_data, device=device, baseline=True, progress=progress)
+    exported = export(run_dir, out=run_dir / EXPORT, force=True, progress=progress).out_dir
     local = _file_locally(entry, exported)
     say(f"built {entry.name}: {local}  (lwzoo.load({entry.name!r}) now loads it)")
     return BuildResult(entry.name, run_dir, trained, local, labelled)
@@ -157,7 +155,7 @@ def _request(
 def _continue_or_start(run_dir: Path, request: dict[str, Any]) -> bool:
     """True to resume the build in ``run_dir``; False to start one (recording ``request`` there)."""
     recorded = run_dir / BUILD_JSON
-    if recorded.is_file() and (run_dir / LAST).is_file():
+    if recorded.is_file() and (run_dir / CHECKPOINT).is_file():
         before = json.loads(recorded.read_text())
         if before != request:
             changed = sorted(k for k in request if before.get(k) != request[k])
@@ -165,9 +163,9 @@ def _continue_or_start(run_dir: Path, request: dict[str, Any]) -> bool:
                 f"'{run_dir}' holds a build of {before.get('entry')} started with other {', '.join(changed)}; run the "
                 "same command to continue it, or pass --out for a new build"
             )
-        load_checkpoint(run_dir / LAST)  # a damaged checkpoint is reported before anything runs
+        load_checkpoint(run_dir / CHECKPOINT)  # a damaged checkpoint is reported before anything runs
         return True
-    if run_dir.is_dir() and (run_dir / LAST).is_file():
+    if run_dir.is_dir() and (run_dir / CHECKPOINT).is_file():
         raise LwzooError(f"'{run_dir}' holds a run that `lwzoo zoo build` did not start; pass --out for the build")
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(recorded, json.dumps(request, indent=1) + "\n")
@@ -175,14 +173,11 @@ def _continue_or_start(run_dir: Path, request: dict[str, Any]) -> bool:
 
 
 def _file_locally(entry: ZooEntry, export_dir: Path) -> Path:
-    """The export with its model card, filed in the local zoo under the entry's name."""
+    """The export with its model card (the Hub folder's layout), filed in the local zoo under the entry's name."""
     tmp = export_dir.with_name(f".{entry.name}-card.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        assemble(export_dir, entry.repo_id, tmp, entry.name, entry.license, require_results=False, target=entry.target)
-        for extra in ("evals.json", "metrics.jsonl", "export.json"):
-            if (export_dir / extra).is_file():
-                shutil.copyfile(export_dir / extra, tmp / extra)
+        assemble(export_dir, tmp, entry.repo_id, entry.name, entry.license, require_results=False, target=entry.target)
         return add_local(entry.name, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

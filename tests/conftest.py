@@ -51,10 +51,9 @@ def evaluated_export(tmp_path_factory):
         out=run,
         until_step=2,
         device="cpu",
-        verbose=False,
         overrides=["train.epochs=1", "optim.warmup_epochs=0.5", "train.log_every=1"],
         batch_size=64,
     )
-    evaluate.knn(run, device="cpu", baseline=True, verbose=False)
-    evaluate.linear(run, device="cpu", verbose=False)
-    return export(run, verbose=False).out_dir
+    evaluate.knn(run, device="cpu", baseline=True)
+    evaluate.linear(run, device="cpu")
+    return export(run).out_dir

@@ -44,7 +44,6 @@ result = pretrain(
     batch_size=64,
     until_step=8,
     overrides=[*sets, "train.epochs=1", "optim.warmup_epochs=0.5", "train.log_every=4"],
-    verbose=False,
 )
 rank = dist.get_rank() if dist.is_initialized() else int(__import__("os").environ["RANK"])
 (out / f"collectives{rank}.json").write_text(

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from lwzoo.archs import get_arch
-from lwzoo.builtin_data import builtin_images
+from lwzoo.data import builtin_images
 from lwzoo.distributed import from_environment, teardown
 from lwzoo.engine import Engine, step_generator
 from lwzoo.recipe import load_recipe

@@ -3,6 +3,7 @@ scratch RESULTS.md, so an API change cannot silently break the evidence the READ
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -13,6 +14,34 @@ import pytest
 from PIL import Image
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+SHARED = {"_common", "_results"}  # helpers, and RESULTS.md writing: what benchmarks share; no script imports another
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Top-level names of the modules ``path`` imports (absolute imports)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def calls_by_function(path: Path, callee: str) -> set[str]:
+    """Names of the innermost functions of ``path`` that call something named ``callee`` (``<module>``: top level)."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST, scope: str) -> None:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            scope = node.name
+        elif isinstance(node, ast.Call) and callee in {getattr(node.func, name, None) for name in ("id", "attr")}:
+            found.add(scope)
+        for child in ast.iter_child_nodes(node):
+            visit(child, scope)
+
+    visit(ast.parse(path.read_text()), "<module>")
+    return found
 
 
 def run_bench(script: str, *args: str, results: Path) -> None:
@@ -79,3 +108,23 @@ def test_gpu_check_dry_run_trains_through_pretrain_and_says_it_was_a_dry_run(tmp
     assert row["pairs_per_s"] > 0 and row["steps"] >= 1
     assert row["label"].startswith("lwzoo: fp32") and "batches arrived on the cpu" in row["notes"]
     assert row["kernel_ms"] is None and row["peak_gib"] is None  # no GPU numbers from a CPU
+
+
+def test_no_benchmark_imports_another_they_share_through_common_and_results():
+    scripts = {p.stem for p in BENCH.glob("*.py")}
+    assert scripts >= SHARED
+    for path in sorted(BENCH.glob("*.py")):
+        others = (imported_modules(path) & scripts) - SHARED - {path.stem}
+        assert not others, f"{path.name} imports the benchmark(s) {sorted(others)}; share through _common.py instead"
+
+
+def test_the_only_hand_built_moco_and_optimizer_is_gpu_checks_plain_loop():
+    """Throughput numbers come from Engine.train_step, lwzoo.pretrain or lwzoo.evaluate; the one MoCo and SGD a
+    benchmark builds itself is the plain loop gpu_check.py compares lwzoo against (a peer, labelled as such)."""
+    built = {
+        (path.name, callee, fn)
+        for path in BENCH.glob("*.py")
+        for callee in ("SGD", "MoCo", "PlainMoCo", "QueryEncoder")
+        for fn in calls_by_function(path, callee)
+    }
+    assert built == {("gpu_check.py", "SGD", "plain_model"), ("gpu_check.py", "PlainMoCo", "plain_model")}, built

@@ -20,9 +20,9 @@ import pytest
 import torch
 from PIL import Image
 
-from lwzoo.checkpoint import LAST
 from lwzoo.cli import main
 from lwzoo.files import RunLock
+from lwzoo.run_folder import CHECKPOINT
 
 from .hub_server import FakeHub
 
@@ -218,12 +218,12 @@ def workspace(evaluated_export, tmp_path_factory) -> dict[str, Path]:
     places["unsaved"] = root / "unsaved-run"
     places["unsaved"].mkdir()
     (places["unsaved"] / "metrics.jsonl").write_text('{"kind": "step", "step": 8, "loss": 5.0}\n')
-    ckpt = torch.load(run / LAST, weights_only=True)
+    ckpt = torch.load(run / CHECKPOINT, weights_only=True)
     del ckpt["model"]
-    places["ckpt_missing"] = root / "missing-key" / LAST
+    places["ckpt_missing"] = root / "missing-key" / CHECKPOINT
     places["ckpt_missing"].parent.mkdir()
     torch.save(ckpt, places["ckpt_missing"])
-    places["corrupt"] = root / "corrupt" / LAST
+    places["corrupt"] = root / "corrupt" / CHECKPOINT
     places["corrupt"].parent.mkdir()
     places["corrupt"].write_bytes(b"PK\x03\x04 a truncated zip")
     places["bad_yaml"] = root / "bad.yaml"

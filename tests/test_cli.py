@@ -2,14 +2,22 @@ import signal
 import subprocess
 import sys
 import time
+import typing
+from collections import defaultdict
 
 import numpy as np
 import pytest
+import typer
 from PIL import Image
+from typer.models import OptionInfo
+from typer.testing import CliRunner
 
-from lwzoo.checkpoint import LAST, load_checkpoint
-from lwzoo.cli.app import _optional_resume_value
+from lwzoo.checkpoint import load_checkpoint
+from lwzoo.cli import common
+from lwzoo.cli.app import app
+from lwzoo.cli.pretrain import NEWEST_RUN
 from lwzoo.metrics import read_metrics
+from lwzoo.run_folder import CHECKPOINT
 
 from .conftest import TINY, run_cli
 
@@ -64,7 +72,7 @@ def test_tiny_pretrain_through_the_cli(tmp_path):
     assert "recipe:" in proc.stdout and "temperature:" in proc.stdout  # the resolved recipe is printed
     assert "built-in demo set" in proc.stdout and "--data DIR" in proc.stdout
     assert "done: 16 steps" in proc.stdout
-    ckpt = load_checkpoint(out / LAST)
+    ckpt = load_checkpoint(out / CHECKPOINT)
     assert ckpt["step"] == 16 and ckpt["recipe"]["name"] == "demo"
     losses = [r["loss"] for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "step"]
     assert len(losses) == 4 and all(np.isfinite(losses))
@@ -126,7 +134,7 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path):
     assert "lwzoo: warning: skipping unreadable image" in proc.stderr and "zz-broken.png" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert "skipped 1 unreadable image" in proc.stdout
-    assert load_checkpoint(tmp_path / "run" / LAST)["data"]["skipped"] == 1
+    assert load_checkpoint(tmp_path / "run" / CHECKPOINT)["data"]["skipped"] == 1
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -164,7 +172,7 @@ def test_signal_saves_a_checkpoint_and_exits_cleanly(tmp_path, sig, code):
     assert proc.returncode == code, stderr
     assert "Traceback" not in stderr
     assert "continue with: lwzoo pretrain mobilenetv3_large --resume" in stdout
-    ckpt = load_checkpoint(out / LAST)
+    ckpt = load_checkpoint(out / CHECKPOINT)
     assert 0 < ckpt["step"] < ckpt["total_steps"]
 
 
@@ -191,12 +199,108 @@ def test_bare_resume_continues_the_newest_run(tmp_path):
     assert "resume: from step 3" in second.stdout and "paused at step 5/16" in second.stdout
 
 
-def test_optional_resume_value():
-    assert _optional_resume_value(["pretrain", "x", "--resume"]) == ["pretrain", "x", "--resume", "last"]
-    assert _optional_resume_value(["pretrain", "--resume", "x"]) == ["pretrain", "--resume", "last", "x"]
-    assert _optional_resume_value(["pretrain", "x", "--resume", "--seed", "1"])[3] == "last"
-    assert _optional_resume_value(["pretrain", "x", "--resume", "runs/a/b"])[3] == "runs/a/b"
-    assert _optional_resume_value(["pretrain", "x", "--resume", "ckpt.pt"])[3] == "ckpt.pt"
+def parse_pretrain(*args: str) -> dict:
+    """The values the real ``lwzoo pretrain`` command parses from ``args`` (nothing runs)."""
+    command = typer.main.get_command(app).commands["pretrain"]
+    return command.make_context("pretrain", list(args)).params
+
+
+@pytest.mark.parametrize(
+    "args,resume",
+    [
+        (["mobilenetv3_large", "--resume"], NEWEST_RUN),  # alone, last
+        (["mobilenetv3_large", "--resume", "--seed", "1"], NEWEST_RUN),  # alone, an option follows
+        (["mobilenetv3_large", "--resume", "-q"], NEWEST_RUN),
+        (["--resume", "mobilenetv3_large"], NEWEST_RUN),  # alone, ARCH follows
+        (["mobilenetv3_large", "--resume", "runs/a/b"], "runs/a/b"),
+        (["mobilenetv3_large", "--resume", "ckpt.pt"], "ckpt.pt"),
+        (["mobilenetv3_large", "--resume", "myrun"], "myrun"),  # a word that is no arch is a PATH
+        (["mobilenetv3_large", "--resume=runs/a/b"], "runs/a/b"),
+        (["mobilenetv3_large", "--resume", "runs/a/b", "--seed", "1"], "runs/a/b"),
+        (["mobilenetv3_large"], None),
+    ],
+)
+def test_resume_takes_an_optional_value(args, resume):
+    params = parse_pretrain(*args)
+    assert params["resume"] == resume and params["arch"] == "mobilenetv3_large"
+    assert params["seed"] == (1 if "--seed" in args else 0)  # what follows a bare --resume is parsed as itself
+
+
+def test_a_bare_resume_keeps_out():
+    params = parse_pretrain("mobilenetv3_large", "--resume", "--out", "somewhere")
+    assert params["resume"] == NEWEST_RUN and str(params["out"]) == "somewhere"
+
+
+def test_resume_after_a_double_dash_is_no_option():
+    with pytest.raises(typer.exceptions.TyperException, match="unexpected extra argument"):
+        parse_pretrain("mobilenetv3_large", "--", "--resume")
+
+
+def command_callbacks() -> dict[str, typing.Callable]:
+    """Every command of the app by its full name (``"eval knn"``), and the function that implements it."""
+    commands = {info.name: info.callback for info in app.registered_commands}
+    for group in app.registered_groups:
+        for info in group.typer_instance.registered_commands:
+            commands[f"{group.name} {info.name}"] = info.callback
+    return commands
+
+
+def option_definitions(callback: typing.Callable) -> list[OptionInfo]:
+    hints = typing.get_type_hints(callback, include_extras=True).values()
+    return [meta for hint in hints for meta in getattr(hint, "__metadata__", ()) if isinstance(meta, OptionInfo)]
+
+
+def long_flag(option: OptionInfo) -> str:
+    """Its --name. In ``Annotated[..., typer.Option("--name", ...)]`` the first name sits in ``default``."""
+    return next(decl for decl in (option.default, *option.param_decls) if str(decl).startswith("--"))
+
+
+PRETRAINING = {"pretrain", "zoo build"}
+SCORING = {"eval knn", "eval linear"}
+SHARED = {
+    "DeviceOpt": {*PRETRAINING, *SCORING, "embed", "sweep"},
+    "OutOpt": {*PRETRAINING, *SCORING, "export", "publish", "sweep"},
+    "QuietOpt": {*PRETRAINING, *SCORING, "export", "publish", "embed", "sweep"},
+    "ForceOpt": {"export", "embed"},
+    "ImagesOpt": {*PRETRAINING, "sweep"},
+    "SetOpt": {*PRETRAINING, "sweep"},
+    "EpochsOpt": {*PRETRAINING, "sweep"},
+    "TrainBatchOpt": PRETRAINING,
+    "SeedOpt": PRETRAINING,
+    "UntilStepOpt": PRETRAINING,
+    "LabelledDataOpt": SCORING,
+    "ValDataOpt": {*SCORING, "zoo build", "sweep"},
+    "EvalDataOpt": {"pretrain", "export"},
+    "BatchOpt": {*SCORING, "embed"},
+    "ImageSizeOpt": {*SCORING, "export"},
+}
+
+
+@pytest.mark.parametrize("alias", sorted(SHARED))
+def test_a_shared_option_is_one_object_used_by_every_command_that_has_it(alias):
+    option = getattr(common, alias).__metadata__[0]
+    users = {name for name, callback in command_callbacks().items() if option in option_definitions(callback)}
+    assert users == SHARED[alias]
+
+
+def test_a_flag_is_defined_twice_only_where_it_means_two_things():
+    """One definition per flag, except: --data and --batch-size (pretraining vs scoring, two aliases in common),
+    eval linear's own --epochs and --seed (the probe's), embed's own --out (a file, required) and sweep's own
+    --image-size (the training size, not the encoder's input)."""
+    definitions = defaultdict(set)
+    for callback in command_callbacks().values():
+        for option in option_definitions(callback):
+            definitions[long_flag(option)].add(id(option))
+    twice = {flag: len(ids) for flag, ids in definitions.items() if len(ids) > 1}
+    assert twice == {"--data": 2, "--batch-size": 2, "--epochs": 2, "--seed": 2, "--out": 2, "--image-size": 2}
+    assert set(SHARED) == {name for name in vars(common) if name.endswith("Opt")}  # the table above lists them all
+
+
+@pytest.mark.parametrize("command", ["", *sorted(command_callbacks()), "eval", "zoo"])
+def test_every_help_renders(command):
+    result = CliRunner().invoke(app, [*command.split(), "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage: lwzoo" in result.output
 
 
 def test_a_second_process_on_a_run_folder_is_refused(tmp_path):
@@ -212,10 +316,10 @@ def test_a_second_process_on_a_run_folder_is_refused(tmp_path):
     )
     try:
         deadline = time.time() + 120
-        while not (out / LAST).exists():  # the first epoch is saved: the run is well under way
+        while not (out / CHECKPOINT).exists():  # the first epoch is saved: the run is well under way
             assert first.poll() is None and time.time() < deadline, "the first run ended or stalled"
             time.sleep(0.2)
-        before = (out / LAST).read_bytes()
+        before = (out / CHECKPOINT).read_bytes()
         assert_clean_error(run_cli(*args, "--epochs", "50", "--out", str(out), *SETS), "in use by another", "--out")
         assert_clean_error(run_cli("pretrain", "mobilenetv3_large", "--resume", str(out)), "in use by another")
         assert first.poll() is None  # the first run was not disturbed
@@ -223,8 +327,8 @@ def test_a_second_process_on_a_run_folder_is_refused(tmp_path):
         first.send_signal(signal.SIGINT)
         first.communicate(timeout=120)
     assert first.returncode == 130
-    ckpt = load_checkpoint(out / LAST)
-    assert ckpt["step"] > 16 and (out / LAST).read_bytes() != before
+    ckpt = load_checkpoint(out / CHECKPOINT)
+    assert ckpt["step"] > 16 and (out / CHECKPOINT).read_bytes() != before
     steps = [r["step"] for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "step"]
     assert steps == sorted(steps) and len(steps) == len(set(steps))  # one writer: no interleaved rows
     resumed = run_cli("pretrain", "mobilenetv3_large", "--resume", str(out), "--until-step", str(ckpt["step"] + 1))

@@ -2,13 +2,15 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lwzoo.archs import Arch
-from lwzoo.builtin_data import builtin_images
 from lwzoo.config import parse_overrides
+from lwzoo.data import builtin_images
 from lwzoo.distributed import DistContext
-from lwzoo.engine import Engine
+from lwzoo.engine import Engine, alpha_as_tensor
 from lwzoo.errors import LwzooError
+from lwzoo.losses import SmoothedInfoNCE
 from lwzoo.recipe import load_recipe
 
 from .conftest import run_cli
@@ -32,13 +34,17 @@ TINY = {
 }
 
 
-def train(compile_mode, device: str = "cpu") -> tuple[list[float], dict[str, torch.Tensor]]:
+def train(compile_mode, device: str = "cpu") -> tuple[list[float], dict[str, torch.Tensor], list[list[float]]]:
+    """Losses, the final state dict, and each step's fit (instance accuracy, positive mass)."""
     recipe = load_recipe("demo", {**TINY, "train.compile": compile_mode})
     engine = Engine(TINY_NET, recipe, steps_per_epoch=STEPS, seed=0, device=torch.device(device))
     engine.amp = None  # fp32 on a GPU too (read when the step is first traced), so both sides round alike
     images = builtin_images("val", 16).images
-    losses = [float(engine.train_step(images[i * 16 : (i + 1) * 16])) for i in range(STEPS)]
-    return losses, engine.model.state_dict()
+    losses, fits = [], []
+    for i in range(STEPS):
+        losses.append(float(engine.train_step(images[i * 16 : (i + 1) * 16])))
+        fits.append(engine.last_fit.tolist())
+    return losses, engine.model.state_dict(), fits
 
 
 @pytest.mark.slow
@@ -48,9 +54,13 @@ def test_compiled_step_matches_the_eager_step():
     update), a few ulps (~1e-7 relative) per op that compound over layers and steps; measured up to 2e-6
     here. rtol 1e-4 / atol 1e-5 leaves that 5x room, while any real difference (a skipped queue push,
     another smoothing set, a BN group mixed up, a stale lr) moves these values by 1e-3 or more."""
-    eager_losses, eager = train(False)
-    compiled_losses, compiled = train("default")
+    eager_losses, eager, eager_fits = train(False)
+    compiled_losses, compiled, compiled_fits = train("default")
     assert compiled_losses == pytest.approx(eager_losses, rel=1e-4, abs=1e-5)
+    # the fit comes out of the compiled graph too: the same hits (a fraction of 32 queries) and positive mass
+    for (eager_acc, eager_mass), (acc, mass) in zip(eager_fits, compiled_fits, strict=True):
+        assert acc == eager_acc and mass == pytest.approx(eager_mass, rel=1e-4, abs=1e-6)
+    assert len({mass for _, mass in eager_fits}) == STEPS  # a fit that moves with the steps, not a constant
     assert compiled.keys() == eager.keys()  # torch.compile wraps no module: checkpoints keep their layout
     for key, value in eager.items():
         if value.is_floating_point():
@@ -70,11 +80,28 @@ def test_cuda_graphed_step_matches_the_eager_step():
     """reduce-overhead: the step replayed as CUDA graphs, whose failure modes are stale inputs and lost
     in-place updates (EMA, BN statistics, queue, SGD). Same tolerance as on the CPU, in fp32 (convolutions
     take the same cuDNN path, TF32 or not, compiled or eager)."""
-    eager_losses, eager = train(False, "cuda")
-    graphed_losses, graphed = train("reduce-overhead", "cuda")
+    eager_losses, eager, eager_fits = train(False, "cuda")
+    graphed_losses, graphed, graphed_fits = train("reduce-overhead", "cuda")
     assert graphed_losses == pytest.approx(eager_losses, rel=1e-4, abs=1e-5)
+    # each step's fit is its own (a replay overwriting the last one's output memory would repeat or mix them)
+    for (eager_acc, eager_mass), (acc, mass) in zip(eager_fits, graphed_fits, strict=True):
+        assert acc == eager_acc and mass == pytest.approx(eager_mass, rel=1e-4, abs=1e-6)
     for key, value in eager.items():
         assert torch.allclose(graphed[key].double(), value.double(), rtol=1e-4, atol=1e-5), key
+
+
+@pytest.mark.slow
+def test_compiled_loss_of_a_weighted_kind_matches_eager():
+    """graded_topk's rank weights enter the compiled graph as a constant tensor: alpha_as_tensor compiled whole
+    (fullgraph), for alpha 0 and 0.3 through one graph, against the eager loss and fit."""
+    criterion = SmoothedInfoNCE(0.1, topk=10, smoothing="graded_topk")
+    compiled = torch.compile(alpha_as_tensor(criterion), fullgraph=True)
+    g = torch.Generator().manual_seed(0)
+    q, k, queue = (F.normalize(torch.randn(n, 16, generator=g), dim=1) for n in (8, 8, 40))
+    for alpha in (0.0, 0.3):
+        loss, fit = compiled(q, k, queue, torch.tensor(alpha))
+        eager_loss, eager_fit = criterion.loss_and_fit(q, k, queue, alpha)
+        assert loss.item() == pytest.approx(eager_loss.item(), rel=1e-5) and torch.allclose(fit, eager_fit)
 
 
 @pytest.mark.parametrize("value", ["fast", 0, True])

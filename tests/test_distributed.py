@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import subprocess
 import sys
@@ -7,9 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from lwzoo.builtin_data import builtin_images
-from lwzoo.checkpoint import LAST, load_checkpoint
+from lwzoo.checkpoint import load_checkpoint
+from lwzoo.data import builtin_images
+from lwzoo.distributed import SINGLE, DistContext, from_environment, teardown
+from lwzoo.metrics import read_metrics
 from lwzoo.pretrain import pretrain
+from lwzoo.run_folder import CHECKPOINT
 
 from .conftest import TINY
 
@@ -80,10 +84,19 @@ def test_cli_ddp_run_resumes_in_a_single_process(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("paused at step 5/16") == 1  # only rank 0 speaks
-    ckpt = load_checkpoint(out / LAST)
+    ckpt = load_checkpoint(out / CHECKPOINT)
     assert ckpt["step"] == 5 and ckpt["world_size"] == 2
-    result = pretrain("mobilenetv3_large", resume=out, until_step=8, device="cpu", verbose=False)
-    assert result.step == 8 and result.loss == result.loss  # finite, not NaN
+    result = pretrain("mobilenetv3_large", resume=out, until_step=8, device="cpu")
+    rows = [r for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "step"]
+    assert [r["step"] for r in rows] == [4, 5, 8]  # the single process continues the two processes' log
+    assert result.step == 8 and result.loss == rows[-1]["loss"]
+    # Logits are cosines / T in [-1/T, 1/T], so each -log softmax over the 1 + K keys lies in (0, 2/T + ln(1 + K)):
+    # the mean loss is finite and inside that range (about 15.5 here; measured 5.57).
+    t, k = ckpt["recipe"]["moco"]["temperature"], ckpt["recipe"]["moco"]["queue_size"]
+    assert 0 < result.loss < 2 / t + math.log(1 + k)
+    # Three steps after the resume, still in the warmup, the loss is beside the two processes' last one
+    # (measured 5.565 at step 5, 5.574 at step 8): no jump where the world size changed.
+    assert abs(result.loss - rows[1]["loss"]) < 0.5, rows
 
 
 def test_batch_must_divide_over_processes(tmp_path):
@@ -119,3 +132,15 @@ def test_every_collective_gets_tensors_on_the_context_device_and_the_stop_check_
         reductions = [r for r in seen["records"] if r["op"] == "all_reduce"]
         # per log window: the loss mean and the stop check (DDP's gradient all-reduce goes through its reducer)
         assert len(reductions) == 2 * 2, [r["op"] for r in seen["records"]]
+
+
+def test_a_single_process_context_is_the_identity(monkeypatch):
+    """Without torchrun every collective returns its input, so the same code runs in one process."""
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    ctx = from_environment(torch.device("cpu"))
+    assert ctx == SINGLE == DistContext() and ctx.is_main and not ctx.enabled
+    keys = torch.randn(4, 3)
+    assert ctx.gather(keys) is keys and torch.equal(ctx.mean(keys.sum()), keys.sum())
+    assert ctx.any(True) and not ctx.any(False) and ctx.broadcast({"step": 3}) == {"step": 3}
+    ctx.barrier()
+    teardown(ctx, release=lambda: pytest.fail("a single process has no process group to release"))

@@ -7,9 +7,12 @@ import torch.nn as nn
 from PIL import Image
 
 from lwzoo import evaluate
+from lwzoo.builtin_data import CLASSES
 from lwzoo.checkpoint import atomic_save, load_checkpoint
+from lwzoo.data import load_images
 from lwzoo.errors import LwzooError
-from lwzoo.evaluate import accuracies, fit_linear_probe, knn_predict, select_weight_decay
+from lwzoo.evaluate import fit_linear_probe, select_weight_decay
+from lwzoo.scoring import accuracies, knn_predict
 
 from .conftest import run_cli
 
@@ -96,7 +99,7 @@ class ForwardCounter:
 def test_second_run_reuses_the_feature_cache(tmp_path):
     def run(spec):
         with ForwardCounter("MobileNetV3") as counter:
-            result = evaluate.knn(spec, out=tmp_path, device="cpu", verbose=False)
+            result = evaluate.knn(spec, out=tmp_path, device="cpu")
         return result, counter.calls
 
     a, first_calls = run("random:mobilenetv3_large")
@@ -113,26 +116,38 @@ def demo_run(tmp_path_factory):
     """The default demo, exactly as `lwzoo pretrain mobilenetv3_large` runs it (~3 minutes on 2 cores)."""
     from lwzoo.pretrain import pretrain
 
-    return pretrain("mobilenetv3_large", out=tmp_path_factory.mktemp("demo") / "run", device="cpu", verbose=False)
+    return pretrain("mobilenetv3_large", out=tmp_path_factory.mktemp("demo") / "run", device="cpu")
 
 
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    """Two steps of a real run: a checkpoint to evaluate, in seconds."""
+    from lwzoo.pretrain import pretrain
+
+    return pretrain(
+        "mobilenetv3_large", data="builtin:val", out=tmp_path_factory.mktemp("short") / "run", device="cpu",
+        until_step=2, batch_size=64, overrides=["train.epochs=1", "optim.warmup_epochs=0.5"],
+    )  # fmt: skip
+
+
+@pytest.mark.slow  # the whole demo (~6 min on 2 cores): `pytest -m slow`
 def test_demo_pretraining_beats_random_init(demo_run, tmp_path):
-    trained = evaluate.knn(demo_run.out_dir, device="cpu", verbose=False)
-    baseline = evaluate.knn("random:mobilenetv3_large", out=tmp_path, device="cpu", verbose=False)
+    trained = evaluate.knn(demo_run.out_dir, device="cpu")
+    baseline = evaluate.knn("random:mobilenetv3_large", out=tmp_path, device="cpu")
     # measured: 74.2 against 48.7 (benchmarks/RESULTS.md); 10 points is far outside seed noise
     assert trained.top1 > baseline.top1 + 10, (trained.top1, baseline.top1)
-    trained_lin = evaluate.linear(demo_run.out_dir, device="cpu", verbose=False)
-    baseline_lin = evaluate.linear("random:mobilenetv3_large", out=tmp_path, device="cpu", verbose=False)
+    trained_lin = evaluate.linear(demo_run.out_dir, device="cpu")
+    baseline_lin = evaluate.linear("random:mobilenetv3_large", out=tmp_path, device="cpu")
     assert trained_lin.top1 > baseline_lin.top1 + 5, (trained_lin.top1, baseline_lin.top1)
 
 
-def test_results_are_written_and_filed_beside_the_checkpoint(demo_run):
-    proc = run_cli("eval", "knn", str(demo_run.out_dir), "--device", "cpu")
+def test_results_are_written_and_filed_beside_the_checkpoint(short_run):
+    proc = run_cli("eval", "knn", str(short_run.out_dir), "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     assert "top-1" in proc.stdout and "top-5" in proc.stdout and "crosshatch" in proc.stdout
-    result = json.loads((demo_run.out_dir / "eval-knn.json").read_text())
+    result = json.loads((short_run.out_dir / "eval-knn.json").read_text())
     assert result["protocol"] == "knn" and result["num_val"] == 1024 and len(result["per_class"]) == 10
-    registry = json.loads((demo_run.out_dir / "evals.json").read_text())
+    registry = json.loads((short_run.out_dir / "evals.json").read_text())
     assert [r["protocol"] for r in registry["results"]].count("knn") == 1
     assert registry["results"][-1]["identity"] == result["identity"]
 
@@ -168,10 +183,16 @@ def test_augmented_probe_runs(tmp_path):
         epochs=1,
         out=tmp_path,
         device="cpu",
-        verbose=False,
     )
-    assert r.protocol == "linear-augment" and 0 <= r.top1 <= 100
-    assert (tmp_path / "eval-linear-augment.json").is_file()
+    assert r.protocol == "linear-augment" and r.num_val == 1024 and r.settings["epochs"] == 1
+    # One epoch (4 SGD steps) leaves this probe near chance (measured 11-15% over seeds, batch sizes and lrs), so
+    # what is checked is that the reported numbers are one scoring of the 1,024 held-out images: top-1 a whole
+    # number of them, the class-count-weighted mean of the per-class accuracies, and inside top-5.
+    counts = load_images("builtin:val", 8).labels.bincount(minlength=len(CLASSES))
+    weighted = sum(r.per_class[name] * int(n) for name, n in zip(CLASSES, counts, strict=True)) / 1024
+    assert r.top1 == pytest.approx(weighted, abs=1e-4) and (r.top1 * 1024 / 100).is_integer()
+    assert r.top5 is not None and r.top1 <= r.top5
+    assert json.loads((tmp_path / "eval-linear-augment.json").read_text())["top1"] == r.top1
 
 
 def labelled_folder(root, classes, per_class=6):
@@ -187,34 +208,34 @@ def test_data_without_class_folders_is_an_error(tmp_path):
     flat.mkdir()
     Image.new("RGB", (8, 8)).save(flat / "a.png")
     with pytest.raises(LwzooError, match="no class sub-folders"):
-        evaluate.knn("random:resnet18", data=flat, val_data=flat, verbose=False)
+        evaluate.knn("random:resnet18", data=flat, val_data=flat)
 
 
 def test_different_class_sets_are_an_error(tmp_path):
     train = labelled_folder(tmp_path / "train", ["cat", "dog"])
     val = labelled_folder(tmp_path / "val", ["cat", "fox"])
     with pytest.raises(LwzooError, match=r"different classes .*'dog'.*'fox'"):
-        evaluate.knn("random:resnet18", data=train, val_data=val, verbose=False)
+        evaluate.knn("random:resnet18", data=train, val_data=val)
 
 
 def test_data_without_val_data_is_an_error(tmp_path):
     train = labelled_folder(tmp_path / "train", ["cat", "dog"])
     with pytest.raises(LwzooError, match="--val-data is needed"):
-        evaluate.knn("random:resnet18", data=train, verbose=False)
+        evaluate.knn("random:resnet18", data=train)
 
 
-def test_checkpoint_of_an_unknown_arch_is_an_error(tmp_path, demo_run):
-    ckpt = load_checkpoint(demo_run.checkpoint)
+def test_checkpoint_of_an_unknown_arch_is_an_error(tmp_path, short_run):
+    ckpt = load_checkpoint(short_run.checkpoint)
     ckpt["arch"] = "vit_giant"
     atomic_save(ckpt, tmp_path / "odd.pt")
     with pytest.raises(LwzooError, match="unknown architecture 'vit_giant'"):
-        evaluate.knn(tmp_path / "odd.pt", verbose=False)
+        evaluate.knn(tmp_path / "odd.pt")
 
 
 def test_timm_weights_missing_locally_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
     with pytest.raises(LwzooError, match="not in the local Hugging Face cache"):
-        evaluate.knn("timm:mobilenetv3_large", verbose=False)
+        evaluate.knn("timm:mobilenetv3_large")
 
 
 def test_timm_weights_from_a_local_cache(tmp_path, monkeypatch):
@@ -231,9 +252,7 @@ def test_timm_weights_from_a_local_cache(tmp_path, monkeypatch):
     weights = timm.create_model("resnet18", num_classes=1000).state_dict()
     save_file(weights, snapshot / "model.safetensors")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    r = evaluate.knn(
-        "timm:resnet18", data="builtin:val", out=tmp_path / "out", image_size=32, device="cpu", verbose=False
-    )
+    r = evaluate.knn("timm:resnet18", data="builtin:val", out=tmp_path / "out", image_size=32, device="cpu")
     assert r.arch == "resnet18" and r.settings["crop_pct"] == cfg.crop_pct and r.settings["image_size"] == 32
 
 
@@ -251,10 +270,14 @@ def test_pretrain_eval_every_logs_knn(tmp_path):
         eval_every=1,
         out=tmp_path / "run",
         device="cpu",
-        verbose=False,
     )
     evals = [r for r in read_metrics(result.out_dir / "metrics.jsonl") if r["kind"] == "eval"]
-    assert [r["epoch"] for r in evals] == [1, 2] and all(0 <= r["knn_top1"] <= 100 for r in evals)
+    assert [r["epoch"] for r in evals] == [1, 2]
+    assert all((r["knn_top1"] * 1024 / 100).is_integer() for r in evals)  # whole images of builtin:val's 1,024
+    # The last score is what `lwzoo eval knn` (same k, T and data) gives the saved checkpoint. Its feature cache
+    # holds float16, which can flip a near-tie or two (measured: 1 image apart), hence 0.5 points (5 images).
+    final = evaluate.knn(result.out_dir, data="builtin:val", val_data="builtin:val", device="cpu")
+    assert abs(evals[-1]["knn_top1"] - final.top1) <= 0.5, (evals[-1], final.top1)
 
 
 def test_eval_every_without_labelled_held_out_data_is_an_error(tmp_path):
@@ -262,4 +285,4 @@ def test_eval_every_without_labelled_held_out_data_is_an_error(tmp_path):
 
     data = labelled_folder(tmp_path / "train", ["cat", "dog"], per_class=40)
     with pytest.raises(LwzooError, match="--eval-every needs --eval-data"):
-        pretrain("mobilenetv3_large", data=data, eval_every=1, verbose=False, device="cpu")
+        pretrain("mobilenetv3_large", data=data, eval_every=1, device="cpu")

@@ -23,7 +23,8 @@ from .hub_server import FakeHub
 
 REPO = "lwzoo-test/mnv3-hub"
 LFS = ["model.onnx", "model.safetensors", "training_curve.png"]  # what the real Hub keeps in LFS
-REGULAR = ["README.md", "config.json", "recipe.yaml"]
+# the Hub folder's text files; the run's records and the export report joined the one layout (issue 17)
+REGULAR = ["README.md", "config.json", "evals.json", "export.json", "metrics.jsonl", "recipe.yaml"]
 
 
 @pytest.fixture
@@ -72,7 +73,7 @@ def make_unreadable(path: Path) -> None:
 
 
 def test_publish_sends_binaries_through_lfs(evaluated_export, hub):
-    publish(evaluated_export, REPO, verbose=False)
+    publish(evaluated_export, REPO)
     assert hub.upload_modes == {**{n: "lfs" for n in LFS}, **{n: "regular" for n in REGULAR}}
     (commit,) = hub.commits
     assert sorted(commit["lfs_files"]) == LFS and sorted(commit["files"]) == sorted(LFS + REGULAR)
@@ -86,7 +87,7 @@ def test_publish_sends_binaries_through_lfs(evaluated_export, hub):
     assert all(method != "PUT" or "X-Amz-Signature=" in path for method, path in hub.requests)
 
     puts = len(hub.lfs_puts)  # the same weights again: the LFS batch says they are stored, nothing is re-sent
-    publish(evaluated_export, "lwzoo-test/mnv3-hub-copy", verbose=False)
+    publish(evaluated_export, "lwzoo-test/mnv3-hub-copy")
     assert len(hub.lfs_puts) == puts and sorted(hub.commits[-1]["lfs_files"]) == LFS
     stored = hub.repo_dir("lwzoo-test/mnv3-hub-copy") / "model.safetensors"
     assert stored.read_bytes() == (evaluated_export / "model.safetensors").read_bytes()
@@ -98,8 +99,8 @@ def test_publish_sends_binaries_through_lfs(evaluated_export, hub):
 def test_a_private_repo_loads_with_the_token_only(evaluated_export, hub, tmp_path, monkeypatch):
     from huggingface_hub import constants
 
-    publish(evaluated_export, REPO, private=True, verbose=False)
-    publish(evaluated_export, "lwzoo-test/mnv3-public", verbose=False)
+    publish(evaluated_export, REPO, private=True)
+    publish(evaluated_export, "lwzoo-test/mnv3-public")
     assert hub.private == {REPO}
 
     monkeypatch.delenv("HF_TOKEN")
@@ -161,7 +162,7 @@ def test_the_token_is_in_no_file_and_no_output(evaluated_export, tmp_path):
 def test_a_token_the_server_echoes_is_masked(evaluated_export, hub):
     hub.faults["create"] = "echo-token"
     with pytest.raises(LwzooError) as e:
-        publish(evaluated_export, REPO, verbose=False)
+        publish(evaluated_export, REPO)
     assert "(HTTP 400)" in one_line(e, hub.token) and "Bearer ***" in str(e.value)
 
 
@@ -182,7 +183,7 @@ def test_a_non_json_answer_is_one_line_from_the_cli(evaluated_export, tmp_path):
 def test_non_json_answers_on_every_upload_route(evaluated_export, hub, route):
     hub.faults[route] = "not-json"
     with pytest.raises(LwzooError) as e:
-        publish(evaluated_export, REPO, verbose=False)
+        publish(evaluated_export, REPO)
     assert "not answering as a Hugging Face Hub" in one_line(e, hub.token)
     assert hub.commits == []
 
@@ -200,7 +201,7 @@ def test_a_captive_portal_on_load(evaluated_export, hub):
 def test_server_errors_on_publish(evaluated_export, hub, backoff_sleeps, route, status):
     hub.faults[route] = status
     with pytest.raises(LwzooError) as e:
-        publish(evaluated_export, REPO, verbose=False)
+        publish(evaluated_export, REPO)
     message = one_line(e, hub.token)
     assert f"failed with HTTP {status} while uploading to {REPO}" in message and "try again later" in message
     assert hub.commits == []
@@ -235,7 +236,7 @@ def test_ssl_errors_on_publish_and_load(evaluated_export, hub, monkeypatch, back
     put_repo(hub, evaluated_export)
     monkeypatch.setenv("HF_ENDPOINT", hub.url.replace("http://", "https://"))
     with pytest.raises(LwzooError) as e:
-        publish(evaluated_export, "lwzoo-test/other", verbose=False)
+        publish(evaluated_export, "lwzoo-test/other")
     message = one_line(e, hub.token)
     assert message.startswith("TLS/SSL failed with https://127.0.0.1") and "SSL_CERT_FILE" in message
     with pytest.raises(LwzooError) as e:
@@ -259,7 +260,7 @@ def test_a_local_failure_is_not_called_a_network_one(evaluated_export, hub, tmp_
     shutil.copytree(evaluated_export, export)
     make_unreadable(export / "model.onnx")
     with pytest.raises(LwzooError) as e:
-        publish(export, REPO, verbose=False)
+        publish(export, REPO)
     message = one_line(e, hub.token)
     assert f"cannot copy '{export / 'model.onnx'}'" in message and "cannot reach" not in message
     assert hub.requests == []  # refused before anything was sent

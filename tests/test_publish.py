@@ -1,45 +1,26 @@
-import json
 import shutil
 
 import pytest
-import yaml
 
-from lwzoo.card import render_card
 from lwzoo.errors import LwzooError
 from lwzoo.publish import publish
 
 from .conftest import run_cli
 from .hub_server import FakeHub
 
-FILES = ["README.md", "config.json", "model.onnx", "model.safetensors", "recipe.yaml", "training_curve.png"]
-
-
-def front_matter(card: str) -> dict:
-    assert card.startswith("---\n")
-    return yaml.safe_load(card.split("---\n")[1])
-
-
-def test_card_renders_with_the_recorded_metrics(evaluated_export):
-    card = render_card(evaluated_export, "lwzoo-test/mnv3-demo")
-    meta = front_matter(card)
-    assert meta["library_name"] == "timm" and meta["pipeline_tag"] == "image-feature-extraction"
-    assert {"lwzoo", "self-supervised", "moco", "contrastive", "mobilenetv3_large"} <= set(meta["tags"])
-    assert meta["license"] == "apache-2.0" and meta["datasets"] == ["lwzoo/builtin-textures"]
-    evals = json.loads((evaluated_export / "evals.json").read_text())["results"]
-    cited = {
-        (r["task"]["name"].split()[0], m["name"]): m["value"]
-        for r in meta["model-index"][0]["results"]
-        for m in r["metrics"]
-    }
-    for e in evals:
-        assert cited[(e["protocol"], f"{e['protocol']} top-1")] == round(e["top1"], 2)
-    assert len(evals) == 2
-    for section in ("## Recipe", "## Training data", "## Evaluation", "## How to use", "## Limitations", "## Citation"):
-        assert section in card
-    assert 'timm.create_model("hf-hub:lwzoo-test/mnv3-demo"' in card and "onnxruntime" in card
-    assert "@inproceedings{lin2023stronger" in card and "2212.07158" in card
-    assert "| `moco.temperature` | 0.2 |" in card  # the recipe table holds the real values
-    assert "synthetic textures" in card  # built-in data is called what it is
+# The Hub folder's one layout: the export's files (weights, ONNX, config, the run's records, the export report)
+# plus the card and its training curve.
+FILES = [
+    "README.md",
+    "config.json",
+    "evals.json",
+    "export.json",
+    "metrics.jsonl",
+    "model.onnx",
+    "model.safetensors",
+    "recipe.yaml",
+    "training_curve.png",
+]
 
 
 def test_dry_run_assembles_the_exact_file_set(evaluated_export, tmp_path):
@@ -65,13 +46,13 @@ def test_export_without_metrics_is_refused(evaluated_export, tmp_path):
     shutil.copytree(evaluated_export, bare)
     (bare / "evals.json").unlink()
     with pytest.raises(LwzooError, match="no evaluation results"):
-        publish(bare, "lwzoo-test/x", dry_run=True, verbose=False)
+        publish(bare, "lwzoo-test/x", dry_run=True)
 
 
 @pytest.mark.parametrize("repo_id", ["justaname", "a/b/c", "bad name/model", "org/--x"])
 def test_invalid_repo_ids(evaluated_export, repo_id):
     with pytest.raises(LwzooError, match="--repo-id"):
-        publish(evaluated_export, repo_id, dry_run=True, verbose=False)
+        publish(evaluated_export, repo_id, dry_run=True)
 
 
 def test_no_token_is_a_clear_error(evaluated_export, tmp_path):
@@ -111,7 +92,7 @@ def test_upload_is_one_commit_of_the_assembled_files(evaluated_export, tmp_path,
     monkeypatch.setattr(HfApi, "create_commit", spy)
     with FakeHub(tmp_path / "hub") as hub:
         hub.connect(monkeypatch, token=hub.token)
-        result = publish(evaluated_export, "lwzoo-test/mnv3-demo", verbose=False)
+        result = publish(evaluated_export, "lwzoo-test/mnv3-demo")
         assert len(hub.commits) == 1 and len(handed) == 1
         (ops,) = handed
         assert all(isinstance(op, CommitOperationAdd) for op in ops)
@@ -152,7 +133,7 @@ def test_upload_to_a_branch_and_a_refused_token(evaluated_export, tmp_path):
 def test_publish_local_fills_the_local_zoo(evaluated_export):
     import lwzoo
 
-    result = publish(evaluated_export, "lwzoo-test/demo-local", local=True, verbose=False)
+    result = publish(evaluated_export, "lwzoo-test/demo-local", local=True)
     assert result.local.name == "demo-local" and "demo-local" in {m.name for m in lwzoo.list_models()}
     proc = run_cli("zoo", "list")
     assert "demo-local" in proc.stdout and "effnet_b0-smoothed" in proc.stdout
@@ -172,7 +153,7 @@ def test_a_damaged_model_file_is_refused_and_the_last_folder_kept(evaluated_expo
     export = tmp_path / "export"
     shutil.copytree(evaluated_export, export)
     out = tmp_path / "hub"
-    publish(export, "lwzoo-test/mnv3-demo", dry_run=True, out=out, verbose=False)
+    publish(export, "lwzoo-test/mnv3-demo", dry_run=True, out=out)
     assembled = {p.name: p.read_bytes() for p in out.iterdir()}
     data = bytearray((export / "model.safetensors").read_bytes())
     data[-1] ^= 0x01  # one flipped bit in the last weight: still a readable safetensors file
@@ -191,5 +172,5 @@ def test_a_damaged_model_file_is_refused_and_the_last_folder_kept(evaluated_expo
     with FakeHub(tmp_path / "fake-hub") as hub:
         hub.connect(monkeypatch, token=hub.token)
         with pytest.raises(LwzooError, match=r"model\.onnx' does not match the sha256"):
-            publish(export, "lwzoo-test/mnv3-demo", verbose=False)
+            publish(export, "lwzoo-test/mnv3-demo")
         assert hub.requests == []  # refused before anything was sent

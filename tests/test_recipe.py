@@ -109,19 +109,76 @@ def test_invalid_yaml_is_an_error(tmp_path):
         load_recipe(path)
 
 
-@pytest.mark.parametrize("pair", ["optim.lr", "=3", ""])
-def test_malformed_set_is_an_error(pair):
-    with pytest.raises(LwzooError, match="key=value"):
-        parse_overrides([pair])
+# A valid value other than mocov2_resnet50's for every recipe key, so setting it shows whether the override took.
+OTHER_VALUES = {
+    "name": "renamed",
+    "description": "another description",
+    "train.epochs": 7,
+    "train.batch_size": 64,
+    "train.log_every": 3,
+    "train.keep_every": 2,
+    "train.compile": "default",
+    "optim.lr": 0.5,
+    "optim.lr_batch_size": 128,
+    "optim.weight_decay": 0.01,
+    "optim.momentum": 0.5,
+    "optim.warmup_epochs": 10.0,
+    "optim.min_lr_ratio": 0.1,
+    "optim.decay_norm_and_bias": False,
+    "moco.dim": 64,
+    "moco.mlp_hidden": 512,
+    "moco.queue_size": 4096,
+    "moco.momentum": 0.99,
+    "moco.momentum_schedule": "cosine",
+    "moco.temperature": 0.07,
+    "moco.symmetric": True,
+    "moco.key_bn_splits": 4,
+    "moco.zero_init_residual": True,
+    "moco.queue_init": "keys",
+    "loss.alpha": 0.3,
+    "loss.topk": 20,
+    "loss.smoothing": "uniform",
+    "loss.alpha_schedule": "cosine",
+    "augment.image_size": 96,
+    "augment.crop_scale": [0.3, 0.9],
+    "augment.crop_ratio": [0.5, 2.0],
+    "augment.jitter": [0.1, 0.2, 0.3, 0.4],
+    "augment.jitter_p": 0.3,
+    "augment.grayscale_p": 0.6,
+    "augment.blur_p": 0.1,
+    "augment.blur_sigma": [0.5, 1.5],
+    "augment.flip_p": 0.0,
+    "augment.mean": [0.5, 0.5, 0.5],
+    "augment.std": [0.25, 0.25, 0.25],
+    "augment.eval_crop_pct": 1.0,
+    "data.decode_size": 128,
+    "data.in_memory_gb": 2.0,
+    "data.workers": 3,
+}
 
 
-def test_every_key_is_settable():
-    raw = load_recipe("mocov2_resnet50").to_dict()
+def leaf_value(raw: dict, key: str):
+    section, _, leaf = key.rpartition(".")
+    return raw[section][leaf] if section else raw[leaf]
+
+
+def test_every_key_has_another_value_to_set():
     assert set(recipe_keys()) >= {"optim.lr", "moco.temperature", "loss.alpha", "augment.image_size"}
-    for key in recipe_keys():
-        section, _, leaf = key.rpartition(".")
-        value = raw[section][leaf] if section else raw[leaf]
-        assert apply_overrides(raw, {key: value}, recipe_keys(), "recipe") == raw
+    assert set(OTHER_VALUES) == set(recipe_keys())  # a new key needs its own other value here
+
+
+@pytest.mark.parametrize("key", recipe_keys())
+def test_every_key_is_settable(key):
+    """Each key, set to a valid value other than its current one, takes that value through validation and
+    changes no other key; setting its current value changes nothing."""
+    assert key in OTHER_VALUES, f"give {key} a valid value other than mocov2_resnet50's in OTHER_VALUES"
+    raw = load_recipe("mocov2_resnet50").to_dict()
+    current, value = leaf_value(raw, key), OTHER_VALUES[key]
+    assert apply_overrides(raw, {key: current}, recipe_keys(), "recipe") == raw
+    assert value != current
+    changed = load_recipe("mocov2_resnet50", {key: value}).to_dict()
+    assert leaf_value(changed, key) == value
+    assert changed == apply_overrides(raw, {key: value}, recipe_keys(), "recipe")  # and nothing else moved
 
 
 def test_digest_changes_with_values():

@@ -20,10 +20,13 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 def ablation(tmp_path, monkeypatch):
     monkeypatch.setenv("LWZOO_ABLATION_STATE", str(tmp_path / "state.json"))
     monkeypatch.syspath_prepend(str(BENCH))
-    sys.modules.pop("recipe_ablation", None)
+    names = ("recipe_ablation", "_common")  # _common reads $LWZOO_ABLATION_STATE when imported
+    for name in names:
+        sys.modules.pop(name, None)
     module = importlib.import_module("recipe_ablation")
     yield module
-    sys.modules.pop("recipe_ablation", None)
+    for name in names:
+        sys.modules.pop(name, None)
 
 
 def test_parallel_updates_keep_every_entry(ablation, tmp_path):

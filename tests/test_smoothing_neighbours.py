@@ -19,7 +19,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 @pytest.fixture
 def neighbours(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
-    for name in ("smoothing_neighbours", "recipe_ablation"):
+    for name in ("smoothing_neighbours", "_common"):
         sys.modules.pop(name, None)
     yield importlib.import_module("smoothing_neighbours")
 

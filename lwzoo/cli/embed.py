@@ -7,7 +7,8 @@ import typer
 
 from ..data import IMAGE_EXTENSIONS
 from ..embed import embed
-from .common import DeviceOpt, QuietOpt
+from ..progress import SILENT, Console
+from .common import BatchOpt, DeviceOpt, ForceOpt, QuietOpt
 
 
 def embed_command(
@@ -34,11 +35,11 @@ def embed_command(
         str, typer.Option("--backend", help="onnx (onnxruntime on model.onnx) or torch (model.safetensors in timm).")
     ] = "onnx",
     device: DeviceOpt = "auto",
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 64,
+    batch_size: BatchOpt = 64,
     workers: Annotated[
         Optional[int], typer.Option("--workers", help="Decoding processes (default: min(8, CPUs)).", show_default=False)
     ] = None,
-    force: Annotated[bool, typer.Option("--force", "-f", help="Replace an existing --out file.")] = False,
+    force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Write the features of every image under DIR to a .npz file: features, relative paths, skipped images, meta."""
@@ -51,5 +52,5 @@ def embed_command(
         batch_size=batch_size,
         workers=workers,
         force=force,
-        verbose=not quiet,
+        progress=SILENT if quiet else Console(),
     )

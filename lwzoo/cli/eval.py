@@ -5,7 +5,8 @@ from typing import Annotated, Optional
 import typer
 
 from .. import evaluate
-from .common import DeviceOpt, OutOpt, QuietOpt
+from ..progress import SILENT, Console
+from .common import BatchOpt, DeviceOpt, ImageSizeOpt, LabelledDataOpt, OutOpt, QuietOpt, ValDataOpt
 
 app = typer.Typer(help="Validate a frozen encoder by kNN or linear probe.", no_args_is_help=True)
 
@@ -16,19 +17,6 @@ CkptArg = Annotated[
         show_default=False,
     ),
 ]
-DataOpt = Annotated[
-    Optional[str],
-    typer.Option("--data", "-d", help="Labelled training folder (DIR/<class>/<image>). Default: built-in train split."),
-]
-ValDataOpt = Annotated[
-    Optional[str],
-    typer.Option("--val-data", help="Labelled held-out folder to score. Default: built-in held-out split."),
-]
-BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward pass.")]
-SizeOpt = Annotated[
-    Optional[int],
-    typer.Option("--image-size", help="Evaluate at this size (default: the encoder's).", show_default=False),
-]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Recompute features and leave the cache alone.")]
 BaselineOpt = Annotated[
     bool, typer.Option("--baseline", help="Also score random:ARCH with the same preprocessing, shown alongside.")
@@ -38,12 +26,12 @@ BaselineOpt = Annotated[
 @app.command("knn")
 def knn_command(
     checkpoint: CkptArg = None,
-    data: DataOpt = None,
+    data: LabelledDataOpt = None,
     val_data: ValDataOpt = None,
     k: Annotated[int, typer.Option("--k", help="Neighbours that vote.")] = 20,
     temperature: Annotated[float, typer.Option("--temperature", "-t", help="T in the exp(sim/T) vote weight.")] = 0.07,
     batch_size: BatchOpt = 256,
-    image_size: SizeOpt = None,
+    image_size: ImageSizeOpt = None,
     device: DeviceOpt = "auto",
     out: OutOpt = None,
     no_cache: NoCacheOpt = False,
@@ -63,14 +51,14 @@ def knn_command(
         out=out,
         cache=not no_cache,
         baseline=baseline,
-        verbose=not quiet,
+        progress=SILENT if quiet else Console(),
     )
 
 
 @app.command("linear")
 def linear_command(
     checkpoint: CkptArg = None,
-    data: DataOpt = None,
+    data: LabelledDataOpt = None,
     val_data: ValDataOpt = None,
     augment: Annotated[
         bool, typer.Option("--augment", help="MoCo-style probe: augmented images every epoch, SGD, cosine lr.")
@@ -82,7 +70,7 @@ def linear_command(
     epochs: Annotated[int, typer.Option("--epochs", help="Epochs of the --augment probe.")] = 100,
     lr: Annotated[float, typer.Option("--lr", help="Learning rate of the --augment probe, per 256 images.")] = 0.1,
     batch_size: BatchOpt = 256,
-    image_size: SizeOpt = None,
+    image_size: ImageSizeOpt = None,
     device: DeviceOpt = "auto",
     out: OutOpt = None,
     no_cache: NoCacheOpt = False,
@@ -106,5 +94,5 @@ def linear_command(
         cache=not no_cache,
         seed=seed,
         baseline=baseline,
-        verbose=not quiet,
+        progress=SILENT if quiet else Console(),
     )

@@ -6,7 +6,8 @@ from typing import Annotated, Optional
 import typer
 
 from ..export import export
-from .common import OutOpt, QuietOpt
+from ..progress import SILENT, Console
+from .common import EvalDataOpt, ForceOpt, ImageSizeOpt, OutOpt, QuietOpt
 
 
 def export_command(
@@ -24,23 +25,16 @@ def export_command(
     opset: Annotated[
         Optional[int], typer.Option("--opset", help="ONNX opset (profile default 18).", show_default=False)
     ] = None,
-    image_size: Annotated[
-        Optional[int], typer.Option("--image-size", help="Input size (default: the checkpoint's).", show_default=False)
-    ] = None,
+    image_size: ImageSizeOpt = None,
     out: OutOpt = None,
     profile: Annotated[
         str, typer.Option("--profile", "-p", help="Export profile from export/ or a YAML path.")
     ] = "default",
-    force: Annotated[bool, typer.Option("--force", "-f", help="Replace an existing export folder.")] = False,
+    force: ForceOpt = False,
     calib_data: Annotated[
         Optional[Path], typer.Option("--calib-data", help="Images to calibrate static int8 on.", show_default=False)
     ] = None,
-    eval_data: Annotated[
-        Optional[str],
-        typer.Option(
-            "--eval-data", help="Labelled folder (or builtin:val) to report int8's kNN change.", show_default=False
-        ),
-    ] = None,
+    eval_data: EvalDataOpt = None,
     name: Annotated[
         Optional[str],
         typer.Option("--name", help="Also add it to the local zoo, for lwzoo.load(NAME).", show_default=False),
@@ -61,5 +55,5 @@ def export_command(
         eval_data=eval_data,
         force=force,
         name=name,
-        verbose=not quiet,
+        progress=SILENT if quiet else Console(),
     )

@@ -1,15 +1,69 @@
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from ..archs import list_archs
+from ..env import torchrun
 from ..pretrain import pretrain
-from .common import DeviceOpt, OutOpt, QuietOpt, SeedOpt
+from ..progress import SILENT, Console
+from .common import (
+    DeviceOpt,
+    EpochsOpt,
+    EvalDataOpt,
+    ImagesOpt,
+    OutOpt,
+    QuietOpt,
+    SeedOpt,
+    SetOpt,
+    TrainBatchOpt,
+    UntilStepOpt,
+)
+
+NEWEST_RUN = "last"  # the value of a bare --resume: lwzoo.pretrain reads it as the newest run of ARCH (or --out's)
+
+ResumeOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--resume",
+        metavar="[PATH]",
+        help="Continue a run: alone, the newest run of ARCH (or --out's); or a checkpoint or run folder.",
+        show_default=False,
+    ),
+]
+
+
+class PretrainCommand(TyperCommand):
+    """``lwzoo pretrain``, whose ``--resume`` takes an optional value.
+
+    click's own optional value (``is_flag=False, flag_value=...``) is not available through Typer: Typer
+    removed ``is_flag``/``flag_value`` (typer#987), and since 0.29 it parses with its own copy of click, whose
+    parser always takes the token after an option as its value. So this command applies click's rule to its
+    own arguments before parsing them: ``--resume`` stands alone (meaning NEWEST_RUN) when it comes last, when
+    an option follows it, or when an architecture name follows it (that is ARCH: ``lwzoo pretrain --resume
+    ARCH``). Otherwise the next token is its PATH, as is the value in ``--resume=PATH``.
+    """
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _with_bare_resume(args))
+
+
+def _with_bare_resume(args: list[str]) -> list[str]:
+    """``args`` with a ``--resume`` that has no value written as ``--resume=NEWEST_RUN``; nothing else changes."""
+    out = list(args)
+    for i, token in enumerate(out):
+        if token == "--":  # the rest are positional
+            break
+        if token == "--resume":
+            following = out[i + 1] if i + 1 < len(out) else None
+            is_option = following is not None and following.startswith("-") and following != "-"
+            if following is None or is_option or following in list_archs():
+                out[i] = f"--resume={NEWEST_RUN}"
+    return out
 
 
 def pretrain_command(
@@ -22,58 +76,25 @@ def pretrain_command(
             help="Recipe name or YAML path. Default: the arch's tuned recipe; 'demo' on the built-in data.",
         ),
     ] = None,
-    set_: Annotated[
-        Optional[list[str]],
-        typer.Option(
-            "--set", "-s", metavar="KEY=VALUE", help="Override a recipe value, e.g. --set optim.lr=0.06 (repeatable)."
-        ),
-    ] = None,
-    data: Annotated[
-        Optional[str],
-        typer.Option(
-            "--data",
-            "-d",
-            help="Folder of images, searched recursively. Default: the built-in demo set.",
-            show_default=False,
-        ),
-    ] = None,
-    epochs: Annotated[
-        Optional[int], typer.Option("--epochs", "-e", help="Set train.epochs.", show_default=False)
-    ] = None,
-    batch_size: Annotated[
-        Optional[int],
-        typer.Option("--batch-size", "-b", help="Set train.batch_size (images per step).", show_default=False),
-    ] = None,
+    set_: SetOpt = None,
+    data: ImagesOpt = None,
+    epochs: EpochsOpt = None,
+    batch_size: TrainBatchOpt = None,
     device: DeviceOpt = "auto",
     out: OutOpt = None,
-    resume: Annotated[
-        Optional[str],
-        typer.Option(
-            "--resume",
-            metavar="[PATH]",
-            help="Continue a run: alone, the newest run of ARCH (or --out's); or a checkpoint or run folder.",
-            show_default=False,
-        ),
-    ] = None,
+    resume: ResumeOpt = None,
     seed: SeedOpt = 0,
-    until_step: Annotated[
-        Optional[int],
-        typer.Option(
-            "--until-step", help="Stop with a checkpoint at this global step; --resume carries on.", show_default=False
-        ),
-    ] = None,
+    until_step: UntilStepOpt = None,
     eval_every: Annotated[
         Optional[int],
         typer.Option(
-            "--eval-every", help="kNN-score the backbone every N epochs (logged and shown).", show_default=False
+            "--eval-every",
+            help="kNN-score the backbone every N epochs (logged and shown), on --eval-data or, with the built-in "
+            "data, its held-out split.",
+            show_default=False,
         ),
     ] = None,
-    eval_data: Annotated[
-        Optional[str],
-        typer.Option(
-            "--eval-data", help="Labelled held-out folder for --eval-every. Default: built-in held-out split."
-        ),
-    ] = None,
+    eval_data: EvalDataOpt = None,
     compile_: Annotated[
         Optional[str],
         typer.Option(
@@ -90,7 +111,7 @@ def pretrain_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Pretrain an encoder with MoCo v2 and smoothed InfoNCE."""
-    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+    if nproc > 1 and torchrun() is None:
         raise typer.Exit(run_under_torchrun(nproc, sys.argv[1:]))
 
     result = pretrain(
@@ -107,7 +128,7 @@ def pretrain_command(
         until_step=until_step,
         eval_every=eval_every,
         eval_data=eval_data,
-        verbose=not quiet,
+        progress=SILENT if quiet else Console(counter_file=sys.stdout),  # the training bar beside its epoch lines
     )
     if result.interrupted:
         raise typer.Exit(130 if result.interrupted == "SIGINT" else 143)

@@ -5,6 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..progress import SILENT, Console
 from ..publish import publish
 from .common import OutOpt, QuietOpt
 
@@ -36,5 +37,5 @@ def publish_command(
         local=local,
         out=out,
         license=license,
-        verbose=not quiet,
+        progress=SILENT if quiet else Console(),
     )

@@ -1,12 +1,25 @@
 from __future__ import annotations
 
-from typing import Annotated, Optional
+import sys
+from typing import Annotated
 
 import typer
 
+from ..progress import SILENT, Console
 from ..zoo import list_models
 from ..zoo_build import build
-from .common import DeviceOpt, EpochsOpt, OutOpt, QuietOpt, SeedOpt, SetOpt, TrainBatchOpt, UntilStepOpt
+from .common import (
+    DeviceOpt,
+    EpochsOpt,
+    ImagesOpt,
+    OutOpt,
+    QuietOpt,
+    SeedOpt,
+    SetOpt,
+    TrainBatchOpt,
+    UntilStepOpt,
+    ValDataOpt,
+)
 
 app = typer.Typer(help="The zoo of named encoders: list them, build one.", no_args_is_help=True)
 
@@ -25,18 +38,8 @@ def list_command() -> None:
 @app.command("build")
 def build_command(
     name: Annotated[str, typer.Argument(help="A zoo name from `lwzoo zoo list`.", show_default=False)],
-    data: Annotated[
-        Optional[str],
-        typer.Option("--data", "-d", help="Folder of your images. Default: the built-in demo set.", show_default=False),
-    ] = None,
-    val_data: Annotated[
-        Optional[str],
-        typer.Option(
-            "--val-data",
-            help="Labelled held-out folder (DIR/<class>/<image>): score the build by kNN and linear probe.",
-            show_default=False,
-        ),
-    ] = None,
+    data: ImagesOpt = None,
+    val_data: ValDataOpt = None,
     epochs: EpochsOpt = None,
     batch_size: TrainBatchOpt = None,
     set_: SetOpt = None,
@@ -46,7 +49,10 @@ def build_command(
     until_step: UntilStepOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Build a zoo entry on your images (its own arch and recipe): pretrain, evaluate, export, file it locally."""
+    """Build a zoo entry on your images (its own arch and recipe): pretrain, evaluate, export, file it locally.
+
+    It is evaluated (kNN and linear probe) on held-out images: --val-data, or the built-in data's own split.
+    """
     build(
         name,
         data=data,
@@ -58,5 +64,5 @@ def build_command(
         seed=seed,
         out=out,
         until_step=until_step,
-        verbose=not quiet,
+        progress=SILENT if quiet else Console(counter_file=sys.stdout),  # the training bar beside its epoch lines
     )
