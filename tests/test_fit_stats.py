@@ -139,7 +139,7 @@ def fit_run(tmp_path, name: str, log_every: int, progress=None):
 def test_a_run_logs_the_fit_per_window_to_metrics_tensorboard_and_the_progress_line(tmp_path, monkeypatch):
     monkeypatch.setenv("LWZOO_PROGRESS", "lines")
     shown = io.StringIO()
-    every_step, out = fit_run(tmp_path, "every_step", 1, Console(shown))
+    every_step, out = fit_run(tmp_path, "every_step", 1, Console(shown, counter_file=shown))
     assert [r["step"] for r in every_step] == [1, 2, 3, 4]
     for row in every_step:
         assert 0 <= row["instance_acc"] <= 1 and 0 < row["positive_mass"] <= 1, row
