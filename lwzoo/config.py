@@ -60,9 +60,10 @@ def field_types(cls: type, prefix: str = "") -> dict[str, Any]:
 
 
 def resolve_path(name_or_path: str | Path, folder: Path, kind: str) -> Path:
-    """A shipped name (a file ``folder/<name>.yaml``) or a path to a YAML file, as a path."""
+    """A shipped name (a file ``folder/<name>.yaml``) or a path to a YAML file, as a path. A folder that happens
+    to share a shipped name in the working directory (``./demo``) does not hide the shipped recipe."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
             raise LwzooError(f"{kind} file '{path}' does not exist")
         return path

@@ -8,7 +8,16 @@ from typing import Literal
 import pytest
 import yaml
 
-from lwzoo.config import apply_overrides, build, merge, parse_overrides, read_yaml, to_yaml, yaml_error_line
+from lwzoo.config import (
+    apply_overrides,
+    build,
+    merge,
+    parse_overrides,
+    read_yaml,
+    resolve_path,
+    to_yaml,
+    yaml_error_line,
+)
 from lwzoo.errors import LwzooError
 
 
@@ -132,3 +141,13 @@ def test_to_yaml_writes_sections_as_blocks_and_number_lists_inline():
     text = to_yaml(build(Outer, GOOD, "s"))
     assert "pair: [0.5, 2.0]\n" in text and "inner:\n  rate: 0.0001\n  mode: b\n" in text
     assert build(Outer, yaml.safe_load(text), "round trip") == build(Outer, GOOD, "s")
+
+
+def test_a_folder_named_like_a_shipped_recipe_does_not_hide_it(tmp_path, monkeypatch):
+    from lwzoo.resources import resource_dir
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()  # e.g. a user's own folder of demo output
+    assert resolve_path("demo", resource_dir("recipes"), "recipe") == resource_dir("recipes") / "demo.yaml"
+    (tmp_path / "mine.yaml").write_text("name: mine\n")
+    assert resolve_path("mine.yaml", resource_dir("recipes"), "recipe").resolve() == (tmp_path / "mine.yaml").resolve()
