@@ -149,22 +149,8 @@ def run_unit(unit: Unit, device: str, verbose: bool = True) -> None:
         print(f"    {unit.key}: held-out kNN {record['val_knn']:.2f}", flush=True)
     else:
         first = unit.random_key not in load_state()  # its random-init row comes with the first finished unit
-        knn = evaluate.knn(
-            out,
-            data=train_full,
-            val_data=test,
-            device=device,
-            baseline=first,
-            progress=progress,
-        )
-        lin = evaluate.linear(
-            out,
-            data=train_full,
-            val_data=test,
-            device=device,
-            baseline=first,
-            progress=progress,
-        )
+        scoring = {"data": train_full, "val_data": test, "device": device, "baseline": first, "progress": progress}
+        knn, lin = evaluate.knn(out, **scoring), evaluate.linear(out, **scoring)
         record |= {"knn": knn.top1, "linear": lin.top1}
         if first:
             with tempfile.TemporaryDirectory() as tmp:  # the held-out split: the kNN curves' reference line
