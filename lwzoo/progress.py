@@ -106,9 +106,10 @@ def bar(
     disable: bool = False,
     leave: bool = True,
     file: TextIO | None = None,
-    every_s: float = 30.0,
+    every_s: float | None = 30.0,
 ) -> tqdm | LineProgress:
-    """A tqdm bar on a terminal, else a :class:`LineProgress` that prints a line every ``every_s`` seconds."""
+    """A tqdm bar on a terminal, else a :class:`LineProgress` that prints a line every ``every_s`` seconds
+    (``None``: only when asked, with ``.line()``)."""
     stream = file if file is not None else sys.stderr
     how = mode(stream)
     if how == "bar":
@@ -149,11 +150,7 @@ class Console(Progress):
     def counter(
         self, total: int | None, desc: str = "", unit: str = "it", initial: int = 0, every_s: float | None = 30.0
     ) -> Counter:
-        stream = self.counter_file or sys.stderr
-        how = mode(stream)
-        if how == "bar":
-            return tqdm(total=total, desc=desc, unit=unit, initial=initial, file=stream)
-        return LineProgress(total, desc, unit, initial, every_s, stream, disable=how == "off")
+        return bar(total, desc, unit, initial, file=self.counter_file or sys.stderr, every_s=every_s)
 
 
 SILENT = Progress()
