@@ -1,6 +1,7 @@
 """CPU inference speed of exported encoders at 224 px: latency at batch 1 and throughput at batch 32,
 for MobileNet-V3-Large and EfficientNet-B0, through torch eager (NCHW), torch channels_last,
-onnxruntime fp32 and onnxruntime int8 (static QDQ, per-channel, calibrated on 64 built-in images).
+onnxruntime fp32 and onnxruntime int8 (the default export profile's int8 options, calibrated on 64 built-in
+images).
 
 Weights are timm's random initialisation: speed does not depend on their values. The ONNX graphs
 and the int8 model come from lwzoo's own export functions.
@@ -11,6 +12,7 @@ and the int8 model come from lwzoo's own export functions.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -21,7 +23,7 @@ from _results import write_section
 
 from lwzoo.archs import create_backbone
 from lwzoo.builtin_data import render_textures
-from lwzoo.export import Int8Options, OnnxOptions, export_onnx, quantize_int8
+from lwzoo.export import OnnxOptions, export_onnx, load_profile, quantize_int8
 from lwzoo.onnx_runtime import onnx_session
 from lwzoo.preprocess import Preprocess
 
@@ -52,7 +54,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             fp32, int8 = Path(tmp) / "model.onnx", Path(tmp) / "model.int8.onnx"
             export_onnx(model, fp32, a.size, OnnxOptions(18, True, False), {})
-            quantize_int8(fp32, int8, Int8Options(True, "static", 64, True), images)
+            int8_options = dataclasses.replace(load_profile("default").int8, enabled=True, calibration_images=64)
+            quantize_int8(fp32, int8, int8_options, images)
             sessions = {"onnxruntime fp32": onnx_session(fp32), "onnxruntime int8": onnx_session(int8)}
             cl = create_backbone(arch).eval().to(memory_format=torch.channels_last)
             cl.load_state_dict(model.state_dict())

@@ -15,14 +15,15 @@ Map of the package. Modules import only from their own layer or the layers above
 (``tests/test_layers.py`` holds the package to it), and stages never import each other::
 
     core       errors, version, resources, env (every environment variable), files (atomic writes, locks),
-               config, recipe, archs, devices, scoring (kNN, accuracies), progress, distributed,
+               config, recipe, archs, devices, scoring (kNN, linear probe, accuracies), progress, distributed,
                losses (smoothed InfoNCE), split_bn, moco, schedules, augment, preprocess,
                engine (the training step)
     data       builtin_data (the demo textures), data (folders, decoding, batches, labelled sets)
     io         run_folder (a run's file names: checkpoint, recipe, metrics, evals), checkpoint (its format),
                metrics (metrics.jsonl), features (the features cache), card (model card text),
                hub_folder (the model folder's layout, its one writer and reader), onnx_runtime,
-               hub_client (the Hub), encoders (an encoder from any source), zoo (names and the local zoo)
+               hub_client (the Hub), encoders (an encoder from any source), zoo (names and the local zoo),
+               init_weights (a new run's starting backbone weights: timm, safetensors, export, zoo, checkpoint)
     stages     pretrain, evaluate, export, publish, load
     workflows  embed (load, then features of a folder), zoo_build (pretrain, evaluate, export, card),
                sweep (arms x seeds of pretrain and evaluate in child processes, compared by seed)

@@ -15,6 +15,7 @@ import yaml
 
 from .archs import Arch
 from .preprocess import Preprocess
+from .recipe import INIT
 from .resources import resource_dir
 from .version import __version__
 
@@ -104,15 +105,44 @@ def _front_matter(arch: Arch, results: list[dict[str, Any]], name: str, license:
     return yaml.safe_dump(front, sort_keys=False)
 
 
+def init_text(init: dict[str, Any] | None) -> str:
+    """One line on the weights pretraining started from (``lwzoo pretrain --init``); empty for a random init."""
+    if not init:
+        return ""
+    # the sha256 names the weights; the file's local path would say nothing on a published card
+    return (
+        f"Initialised from `{init.get('source', '?')}` ({init.get('kind', '?')}, sha256 `{init.get('sha256', '?')}`); "
+        "the projector, queue and optimizer started fresh."
+    )
+
+
 def _data_text(training: dict[str, Any]) -> str:
     data = training.get("data", {})
     if not data:
         return "Not recorded in this export."
     classes = f" ({len(data['classes'])} classes, labels unused in pretraining)" if data.get("classes") else ""
+    init = init_text(training.get("init"))
     return (
         f"{data.get('num_images', '?'):,} images from `{data.get('source', '?')}`{classes}; "
         f"{training.get('epoch', '?')} epochs, {training.get('step', '?')} steps, seed {training.get('seed', '?')}."
+    ) + (f"\n\n{init}" if init else "")
+
+
+def onnx_choice(int8: dict[str, Any] | None) -> str:
+    """Which ONNX file to use, as export recorded it (``recommended`` in export.json's int8 record), with the
+    speed and kNN change it was chosen on; empty when the export has no int8 graph."""
+    if not int8 or "recommended" not in int8:
+        return ""
+    speed = (
+        f"int8 ran at {int8['speed_ratio']:.2f}x the speed of fp32 (onnxruntime CPU, batch {int8['speed_batch']} at "
+        f"{int8['speed_image_size']} px, timed at export)"
     )
+    knn = (
+        f"kNN top-1 {int8['knn_top1_change']:+.2f} points against fp32 on {int8['eval_data']}"
+        if "knn_top1_change" in int8
+        else "its kNN accuracy against fp32 was not measured"
+    )
+    return f"Use `{int8['recommended']}`: {speed}; {knn}."
 
 
 def render_card(
@@ -127,9 +157,11 @@ def render_card(
     curve: str | None,
     target: str | None,
     has_onnx: bool,
+    int8: dict[str, Any] | None = None,
 ) -> str:
     """The README.md of a model folder: ``config`` is its config.json, ``results`` its recorded evaluations,
-    ``recipe`` its recipe.yaml (as a dict), ``curve`` the training-curve image's file name, if drawn."""
+    ``recipe`` its recipe.yaml (as a dict), ``curve`` the training-curve image's file name, if drawn, ``int8``
+    the int8 record of its export.json, if any."""
     training = config.get("lwzoo", {}).get("training", {})
     name = repo_id.split("/")[-1]
     loss = recipe.get("loss", {})
@@ -153,8 +185,11 @@ def render_card(
         feature_dim=arch.feature_dim,
         recipe_name=recipe.get("name", "?"),
         recipe_digest=training.get("recipe_digest", "?"),
-        recipe_rows=[
-            (f"{sec}.{k}", v) for sec, vals in recipe.items() if isinstance(vals, dict) for k, v in vals.items()
+        recipe_rows=[  # the init section records the starting weights, which the training data section states
+            (f"{sec}.{k}", v)
+            for sec, vals in recipe.items()
+            if isinstance(vals, dict) and sec != INIT
+            for k, v in vals.items()
         ],
         data_text=_data_text(training),
         eval_intro=method_line(results) if results else "",
@@ -164,6 +199,7 @@ def render_card(
         load_name=load_name or repo_id,
         repo_id=repo_id,
         has_onnx=has_onnx,
+        onnx_choice=onnx_choice(int8),
         image_size=preprocess.image_size,
         decode_size=preprocess.decode_size,
         mean=list(preprocess.mean),

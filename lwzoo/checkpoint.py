@@ -3,7 +3,8 @@
 A checkpoint is a plain dict of tensors and builtins (so ``torch.load(weights_only=True)`` reads it,
 and nothing arbitrary is unpickled) holding everything later stages need: the arch, the resolved
 recipe, model/optimizer/scaler state, the queue, epoch and step, RNG states, the data it saw and the
-lwzoo version.
+lwzoo version. A run started from given weights (``lwzoo pretrain --init``) also holds ``init``, the record of
+where its backbone started (:class:`lwzoo.init_weights.InitWeights`), which every later save keeps.
 """
 
 from __future__ import annotations
@@ -71,7 +72,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         with warnings.catch_warnings():  # torch warns about odd pickle protocols before failing
             warnings.simplefilter("ignore")
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as e:
+    # torch's restricted unpickler, fed bytes that are not a checkpoint (a photo, a text file), can fail with any of
+    # these, IndexError and KeyError included (seen: 'pop from empty list' on a text file)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError, IndexError,
+            KeyError, TypeError, AttributeError) as e:  # fmt: skip
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "Weights only load failed" in reason:
             # lwzoo never unpickles arbitrary objects, so it does not pass on torch's advice to do so
@@ -90,6 +94,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             "resume from an earlier checkpoint or start a new run"
         )
     return ckpt
+
+
+def read_init(path: str | Path) -> dict[str, Any] | None:
+    """The ``init`` record of a checkpoint that :func:`load_checkpoint` has accepted, or None for a run that
+    started from a random initialisation. The file is memory-mapped, so its tensors are not read."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return ckpt.get("init")
 
 
 def rng_state() -> dict[str, Any]:

@@ -28,10 +28,8 @@ from .features import Features, extract_features
 from .files import atomic_write_text
 from .progress import SILENT, Progress
 from .run_folder import eval_report, record_eval, runs_root
-from .scoring import KNN_K, KNN_TEMPERATURE, accuracies, knn_predict
+from .scoring import KNN_K, KNN_TEMPERATURE, accuracies, knn_predict, linear_probe
 from .version import __version__
-
-WEIGHT_DECAYS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)  # the L2 grid the cached-feature probe chooses from
 
 
 @dataclass
@@ -72,78 +70,6 @@ class EvalResult:
         for name, value, ref in rows:
             lines.append(f"{name:<{width}}  {value:>7.2f}" + (f"  {ref:>11.2f}" if base else ""))
         return "\n".join(lines)
-
-
-# ---- the two classifiers, on features -------------------------------------------------------------------------
-
-
-class LinearProbe(nn.Module):
-    """``logits = W (x - mu) / sigma + b``: a linear layer on features standardised with training
-    statistics (a fixed affine map, so the probe stays linear in the features)."""
-
-    mean: torch.Tensor
-    std: torch.Tensor
-
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor, num_classes: int) -> None:
-        super().__init__()
-        self.register_buffer("mean", mean)
-        self.register_buffer("std", std.clamp_min(1e-6))
-        self.linear = nn.Linear(len(mean), num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear((x - self.mean) / self.std)
-
-
-def fit_linear_probe(
-    features: torch.Tensor, labels: torch.Tensor, num_classes: int, weight_decay: float, max_iter: int = 200
-) -> LinearProbe:
-    """Multinomial logistic regression, ``mean CE + wd/2 * ||W||^2``, solved to convergence by full-batch L-BFGS.
-
-    The problem is convex, so L-BFGS reaches its optimum with no learning rate or epoch count to tune,
-    deterministically, in seconds on cached features; only the L2 weight is a choice.
-    """
-    # Solved in float64: in float32 the mean loss (~1) cannot resolve the decrease a gradient below ~1e-4 would
-    # give, so the line search stalls short of the optimum; the solved probe is returned in float32.
-    features = features.double()
-    probe = LinearProbe(features.mean(0), features.std(0), num_classes).double()
-    nn.init.zeros_(probe.linear.weight)
-    nn.init.zeros_(probe.linear.bias)
-    opt = torch.optim.LBFGS(
-        probe.linear.parameters(),
-        lr=1.0,
-        max_iter=max_iter,
-        history_size=20,
-        line_search_fn="strong_wolfe",
-        tolerance_grad=1e-7,
-        tolerance_change=1e-10,
-    )
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = F.cross_entropy(probe(features), labels) + 0.5 * weight_decay * probe.linear.weight.square().sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return probe.float().eval()
-
-
-def select_weight_decay(
-    features: torch.Tensor,
-    labels: torch.Tensor,
-    num_classes: int,
-    grid: tuple[float, ...] = WEIGHT_DECAYS,
-    seed: int = 0,
-) -> tuple[float, dict[float, float]]:
-    """The L2 weight with the best accuracy on a fixed 20% of the training features (never the val set)."""
-    perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-    held, fit = perm[: len(perm) // 5], perm[len(perm) // 5 :]
-    accs = {}
-    for wd in grid:
-        probe = fit_linear_probe(features[fit], labels[fit], num_classes, wd, max_iter=100)
-        with torch.no_grad():
-            accs[wd] = (probe(features[held].float()).argmax(1) == labels[held]).float().mean().item() * 100
-    return max(grid, key=lambda wd: (accs[wd], wd)), accs
 
 
 # ---- data and bookkeeping ---------------------------------------------------------------------------------------
@@ -261,8 +187,10 @@ def linear(
     """Linear-probe accuracy of a frozen encoder.
 
     By default the probe is fitted on cached centre-crop features by full-batch L-BFGS (convex,
-    deterministic, seconds), with the L2 weight chosen on a held-out fifth of the training features
-    unless ``weight_decay`` is given. With ``augment=True`` it follows MoCo's linear evaluation:
+    deterministic, seconds; :func:`lwzoo.scoring.linear_probe`), with the L2 weight chosen on a held-out
+    fifth of the training features unless ``weight_decay`` is given: from 1e-5 to 1e-1, grown a decade at a
+    time past an end of that grid while the end wins. ``settings["held_out_accuracy"]`` holds every weight
+    tried and its held-out accuracy. With ``augment=True`` it follows MoCo's linear evaluation:
     a fresh random-resized crop and flip of every training image each epoch through the frozen
     backbone, SGD (momentum 0.9, cosine lr from ``lr`` per 256 images, no weight decay) for
     ``epochs`` epochs; features are standardised by a non-affine BatchNorm, as in MAE's probe.
@@ -282,10 +210,7 @@ def linear(
         else:
             f_train = _features(encoder, train, dev, batch_size, cache, progress)
             t0 = time.perf_counter()
-            wd, grid_accs = weight_decay, {}
-            if wd is None:
-                wd, grid_accs = select_weight_decay(f_train.features, f_train.labels, num_classes, seed=seed)
-            probe = fit_linear_probe(f_train.features, f_train.labels, num_classes, wd)
+            probe, wd, grid_accs = linear_probe(f_train.features, f_train.labels, num_classes, weight_decay, seed)
             settings = {"optimizer": "L-BFGS", "weight_decay": wd, "held_out_accuracy": grid_accs}
         with torch.no_grad():
             scores = probe.cpu()(f_val.features)

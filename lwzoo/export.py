@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .checkpoint import read_init
 from .config import apply_overrides, build, field_types, read_yaml
 from .data import load_images
 from .encoders import Encoder, load_encoder
@@ -40,9 +41,10 @@ from .hub_folder import (
     write_export_report,
     write_model,
 )
-from .onnx_runtime import onnx_session, run_onnx
+from .onnx_runtime import onnx_session, run_onnx, time_sessions
 from .preprocess import Preprocess
 from .progress import SILENT, Progress
+from .recipe import recipe_yaml
 from .resources import resource_dir
 from .run_folder import CHECKPOINT, EXPORT, latest_checkpoint
 from .scoring import accuracies, knn_predict
@@ -63,6 +65,8 @@ class Int8Options:
     mode: Literal["static", "dynamic"]
     calibration_images: int
     per_channel: bool
+    ops: Literal["conv", "all"]  # conv: only Conv gets int8 kernels; all: every op onnxruntime can quantise
+    depthwise: bool  # quantise depthwise convs (group > 1) too
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,7 @@ class ExportResult:
     files: dict[str, int] = field(default_factory=dict)  # file name -> bytes
     parity: dict[str, Any] = field(default_factory=dict)
     int8: dict[str, Any] | None = None
+    init: dict[str, Any] | None = None  # where the run's backbone started (lwzoo pretrain --init)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -117,6 +122,7 @@ class ExportResult:
             "files": self.files,
             "parity": self.parity,
             "int8": self.int8,
+            **({"init": self.init} if self.init else {}),
         }
 
 
@@ -192,49 +198,74 @@ def check_parity(backbone: nn.Module, session, inputs: dict[str, torch.Tensor], 
 
 # ---- int8 -------------------------------------------------------------------------------------------------------
 
+INT8_MIN_SPEEDUP = 1.1  # int8 over fp32 images/s; below it a few seconds of timing cannot tell them apart
+INT8_MAX_KNN_DROP = 1.0  # points of kNN top-1 int8 may lose against fp32 and still be the file to use
+SPEED_BATCH = 32  # calibration images timed through both graphs at export
+
 
 def quantize_int8(fp32: Path, int8: Path, options: Int8Options, calibration: torch.Tensor | None) -> None:
-    """onnxruntime quantisation: static QDQ calibrated on ``calibration`` images, or dynamic."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
+    """onnxruntime quantisation: static QDQ calibrated on ``calibration`` images, or dynamic.
+
+    Only the ops ``options`` names are quantised (Conv alone with ``ops: conv``, and depthwise convs only with
+    ``depthwise``); the rest stay fp32. Every quantised op whose neighbour stays fp32 pays a DequantizeLinear and
+    a QuantizeLinear, so quantising activations, squeeze-excite gates and residual adds as well made MobileNet-V3
+    slower in int8 than in fp32 (profile: ``benchmarks/int8_profile.py``)."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     pre = int8.with_name(int8.stem + ".pre.onnx")
     try:
-        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        # skip_optimization: onnxruntime's optimiser would inline HardSwish into HardSigmoid and Mul, and
+        # quantising those runs DequantizeLinear, HardSigmoid, QuantizeLinear and QLinearMul per activation
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True, skip_optimization=True)
+        chosen = {
+            "op_types_to_quantize": ["Conv"] if options.ops == "conv" else None,
+            "nodes_to_exclude": [] if options.depthwise else depthwise_convs(pre),
+            "per_channel": options.per_channel,
+            "weight_type": QuantType.QInt8,
+        }
         if options.mode == "dynamic":
-            quantize_dynamic(str(pre), str(int8), weight_type=QuantType.QInt8, per_channel=options.per_channel)
+            quantize_dynamic(str(pre), str(int8), **chosen)
             return
-
-        class Reader(CalibrationDataReader):
-            def __init__(self, images: np.ndarray, batch: int) -> None:
-                self.batches = iter([images[i : i + batch] for i in range(0, len(images), batch)])
-
-            def get_next(self) -> dict[str, np.ndarray] | None:
-                x = next(self.batches, None)
-                return None if x is None else {"images": x}
-
-        session = onnx_session(fp32)
-        fixed = session.get_inputs()[0].shape[0]
-        reader = Reader(calibration.numpy(), fixed if isinstance(fixed, int) else 16)
+        reader = _CalibrationReader(calibration.numpy(), _fixed_batch(fp32) or 16)
         quantize_static(
-            str(pre),
-            str(int8),
-            reader,
-            quant_format=QuantFormat.QDQ,
-            per_channel=options.per_channel,
-            weight_type=QuantType.QInt8,
-            activation_type=QuantType.QUInt8,
+            str(pre), str(int8), reader, quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, **chosen
         )
     finally:
         pre.unlink(missing_ok=True)
         for leftover in int8.parent.glob("*.onnx.data"):
             leftover.unlink()
+
+
+def depthwise_convs(path: Path) -> list[str]:
+    """Names of the grouped (depthwise) Conv nodes of an ONNX graph: onnxruntime's int8 depthwise kernel was slower
+    than its fp32 one on MobileNet-V3 (the int8 profile in benchmarks/RESULTS.md)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    found = []
+    for node in graph.node:
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        if node.op_type == "Conv" and group > 1:
+            found.append(node.name)
+    return found
+
+
+def _fixed_batch(path: Path) -> int | None:
+    fixed = onnx_session(path).get_inputs()[0].shape[0]
+    return fixed if isinstance(fixed, int) else None
+
+
+class _CalibrationReader:
+    """onnxruntime's calibration feed (its CalibrationDataReader protocol: ``get_next``, None when done):
+    ``images`` (N, 3, H, W) in batches of ``batch``."""
+
+    def __init__(self, images: np.ndarray, batch: int) -> None:
+        self.batches = iter([images[i : i + batch] for i in range(0, len(images), batch)])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        x = next(self.batches, None)
+        return None if x is None else {"images": x}
 
 
 def int8_knn_change(fp32_session, int8_session, eval_data: str | Path, preprocess: Preprocess) -> dict[str, float]:
@@ -388,15 +419,17 @@ def _write_export(encoder, ckpt_path, preprocess, prof, tmp, calib_data, eval_da
     tmp.mkdir(parents=True)
     result = ExportResult(tmp, ckpt_path)
     metadata = _metadata(encoder, preprocess)
+    result.init = init = read_init(ckpt_path)  # where the run's backbone started (lwzoo pretrain --init), carried on
     training = {
         **(encoder.training or {}),
         "recipe": encoder.recipe.name if encoder.recipe else None,
         "recipe_digest": metadata["recipe_digest"],
         "checkpoint_digest": encoder.identity,
+        **({"init": init} if init else {}),
     }
     write_model(tmp, encoder.backbone, encoder.arch, preprocess, metadata, training, safetensors=prof.safetensors)
-    recipe_yaml = encoder.recipe.to_yaml() if encoder.recipe is not None else None
-    copy_run_records(ckpt_path.parent, tmp, encoder.identity, recipe_yaml)
+    recipe_text = recipe_yaml(encoder.recipe, init) if encoder.recipe is not None else None
+    copy_run_records(ckpt_path.parent, tmp, encoder.identity, recipe_text)
     if prof.onnx:
         result.parity, session, real = _write_onnx(encoder, preprocess, prof, tmp / ONNX, metadata)
         if prof.int8.enabled:
@@ -431,7 +464,8 @@ def _write_onnx(encoder, preprocess, prof, path: Path, metadata) -> tuple[dict[s
 
 
 def _write_int8(session, real, preprocess, prof, tmp: Path, calib_data, eval_data) -> dict[str, Any]:
-    """The int8 graph by onnxruntime quantisation, with its size and how far its features move from fp32's."""
+    """The int8 graph by onnxruntime quantisation, with its size, how far its features move from fp32's, its speed
+    against fp32's and (with ``eval_data``) its kNN change; ``recommended`` names the ONNX file to use."""
     calibration = _calibration(calib_data, preprocess, prof.int8.calibration_images)
     quantize_int8(tmp / ONNX, tmp / ONNX_INT8, prof.int8, calibration)
     int8_session = onnx_session(tmp / ONNX_INT8)
@@ -439,15 +473,41 @@ def _write_int8(session, real, preprocess, prof, tmp: Path, calib_data, eval_dat
     cos = F.cosine_similarity(torch.from_numpy(fp32_feats), torch.from_numpy(int8_feats), dim=1)
     report = {
         "mode": prof.int8.mode,
+        "ops": prof.int8.ops,
+        "depthwise": prof.int8.depthwise,
         "calibration_images": len(calibration) if calibration is not None else 0,
         "bytes_fp32": (tmp / ONNX).stat().st_size,
         "bytes_int8": (tmp / ONNX_INT8).stat().st_size,
         "feature_cosine_min": float(cos.min()),
         "feature_cosine_mean": float(cos.mean()),
+        **int8_speed(session, int8_session, calibration[:SPEED_BATCH]),
     }
     if eval_data is not None:
         report |= int8_knn_change(session, int8_session, eval_data, preprocess)
+    report["recommended"] = recommended_onnx(report)
     return report
+
+
+def int8_speed(fp32_session, int8_session, images: torch.Tensor) -> dict[str, Any]:
+    """A few seconds of interleaved timing on ``images`` (N, 3, H, W): ``speed_ratio`` = fp32 seconds / int8
+    seconds per batch (medians), i.e. int8's images/s over fp32's on this machine."""
+    seconds, rounds = time_sessions({"fp32": fp32_session, "int8": int8_session}, images)
+    return {
+        "speed_ratio": seconds["fp32"] / seconds["int8"],
+        "speed_ms_fp32": seconds["fp32"] * 1000,
+        "speed_ms_int8": seconds["int8"] * 1000,
+        "speed_batch": len(images),
+        "speed_image_size": images.shape[-1],
+        "speed_rounds": rounds,
+    }
+
+
+def recommended_onnx(int8: dict[str, Any]) -> str:
+    """The ONNX file to use: the int8 graph when it is at least ``INT8_MIN_SPEEDUP`` times as fast as fp32 and
+    (when measured) loses at most ``INT8_MAX_KNN_DROP`` points of kNN top-1; otherwise the fp32 graph."""
+    faster = int8["speed_ratio"] >= INT8_MIN_SPEEDUP
+    close = int8.get("knn_top1_change", 0.0) >= -INT8_MAX_KNN_DROP
+    return ONNX_INT8 if faster and close else ONNX
 
 
 def _calibration(calib_data: str | Path | None, preprocess: Preprocess, n: int) -> torch.Tensor:
@@ -476,9 +536,14 @@ def _report(result: ExportResult) -> str:
             f"  int8 ({q['mode']}): {q['bytes_int8'] / 1e6:.2f} MB vs {q['bytes_fp32'] / 1e6:.2f} MB fp32; "
             f"feature cosine to fp32 min {q['feature_cosine_min']:.4f}, mean {q['feature_cosine_mean']:.4f}"
         )
+        lines.append(
+            f"  int8 speed: {q['speed_ratio']:.2f}x fp32 (onnxruntime, batch {q['speed_batch']} at "
+            f"{q['speed_image_size']} px, median of {q['speed_rounds']} interleaved runs on this machine)"
+        )
         if "knn_top1_change" in q:
             lines.append(
                 f"  int8 kNN top-1 on {q['eval_data']}: {q['knn_top1_int8']:.2f}% vs {q['knn_top1_fp32']:.2f}% fp32 "
                 f"({q['knn_top1_change']:+.2f})"
             )
+        lines.append(f"  use {q['recommended']}" + (" (int8 is not worth it here)" if q["recommended"] == ONNX else ""))
     return "\n".join(lines)

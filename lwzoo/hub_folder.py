@@ -106,6 +106,16 @@ def write_export_report(dest: Path, report: dict[str, Any]) -> None:
     atomic_write_text(dest / EXPORT_REPORT, json.dumps(report, indent=1) + "\n")
 
 
+def read_export_report(folder: Path) -> dict[str, Any]:
+    """A folder's ``export.json``; empty when it has none (a folder not written by ``lwzoo export``)."""
+    try:
+        return json.loads((folder / EXPORT_REPORT).read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise LwzooError(f"'{folder / EXPORT_REPORT}' is unreadable ({e}); export the model again") from None
+
+
 def file_sizes(folder: Path) -> dict[str, int]:
     return {f.name: f.stat().st_size for f in sorted(folder.iterdir()) if f.is_file()}
 
@@ -213,8 +223,10 @@ def write_card(
     recipe = yaml.safe_load((folder / RECIPE).read_text()) if (folder / RECIPE).is_file() else {}
     rows = read_metrics(folder / METRICS) if (folder / METRICS).is_file() else []
     curve = CURVE if plot_training_curve(rows, folder / CURVE) else None
+    has_onnx = (folder / ONNX).is_file()
+    int8 = read_export_report(folder).get("int8")
     card = render_card(
-        arch, preprocess, config, results, recipe, repo_id, load_name, license, curve, target, (folder / ONNX).is_file()
+        arch, preprocess, config, results, recipe, repo_id, load_name, license, curve, target, has_onnx, int8
     )
     atomic_write_text(folder / CARD, card)
 

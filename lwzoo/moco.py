@@ -105,6 +105,13 @@ class MoCo(nn.Module):
         self._key_bn_groups = key_bn_splits
         split_batchnorm(self.key_encoder, key_bn_splits)
 
+    def load_backbone(self, state: dict[str, torch.Tensor]) -> None:
+        """Start from given backbone weights (timm key names, strictly): the query backbone and its copy in the
+        key encoder alike, as if the key encoder had been copied from a query backbone built with them. The
+        projectors and the queue keep their fresh initialisation."""
+        self.backbone.load_state_dict(state)
+        self.key_encoder[0].load_state_dict(state)
+
     def query(self, x: torch.Tensor) -> torch.Tensor:
         """L2-normalised query embeddings, (N, 3, H, W) -> (N, dim)."""
         return F.normalize(self.projector(self.backbone(x)).float(), dim=1)

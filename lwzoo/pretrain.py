@@ -34,10 +34,11 @@ from .engine import Engine
 from .errors import LwzooError
 from .features import compute_features
 from .files import RunLock, atomic_copy, atomic_write_text, check_writable_dir, remove_stale_temps
+from .init_weights import InitWeights, load_init, record_line
 from .metrics import MetricsLog
 from .preprocess import Preprocess
 from .progress import SILENT, LineProgress, Progress, fmt_time
-from .recipe import Recipe, default_decode_size, fit_queue_to_data, load_recipe, recipe_from_dict
+from .recipe import Recipe, default_decode_size, fit_queue_to_data, load_recipe, recipe_from_dict, recipe_yaml
 from .run_folder import CHECKPOINT, RECIPE, kept_checkpoint, latest_checkpoint, new_run_dir
 from .scoring import accuracies, knn_predict
 from .version import __version__
@@ -77,6 +78,12 @@ class _Plan:
     out_dir: Path
     ckpt: dict[str, Any] | None
     notes: tuple[str, ...] = ()  # what lwzoo changed in the recipe for this run, and why
+    init: InitWeights | None = None  # a new run's starting backbone weights (--init)
+
+    @property
+    def init_record(self) -> dict[str, Any] | None:
+        """Where the run's backbone started: the new run's --init, or what its checkpoint recorded."""
+        return self.init.record if self.init is not None else (self.ckpt or {}).get("init")
 
 
 def _plan(
@@ -89,20 +96,22 @@ def _plan(
     out: str | Path | None,
     resume: str | Path | bool | None,
     seed: int,
+    init: str | Path | None,
     ctx: DistContext,
     held: ExitStack,
 ) -> _Plan:
-    """Resolve what to run, a fresh run from a recipe or the run a checkpoint continues, and lock its
-    folder (``held`` releases the lock) before anything in it is read or written."""
+    """Resolve what to run, a fresh run from a recipe (and ``init``'s weights) or the run a checkpoint continues,
+    and lock its folder (``held`` releases the lock) before anything in it is read or written."""
     spec = get_arch(arch)
     if not resume:
         resolved, notes = _fresh_recipe(spec, recipe, overrides, data, epochs, batch_size)
+        weights = load_init(init, spec) if init is not None else None  # a refused source leaves no run folder
         out_dir = Path(out) if out is not None else new_run_dir(spec.name, resolved.name)
         out_dir = ctx.broadcast(out_dir)  # one run folder name for every rank
         _lock(out_dir, ctx, held)
         if (out_dir / CHECKPOINT).exists():
             raise LwzooError(f"'{out_dir}' already holds a run; add --resume to continue it, or choose another --out")
-        return _Plan(spec, resolved, seed, data, out_dir, None, notes)
+        return _Plan(spec, resolved, seed, data, out_dir, None, notes, weights)
 
     if recipe is not None or overrides or epochs is not None or batch_size is not None:
         raise LwzooError(
@@ -305,10 +314,29 @@ def _header(plan: _Plan, engine: Engine, images: ImageSet) -> str:
         f"warmup {engine.warmup_steps} steps",
     ]
     lines += [f"note:   {note}" for note in plan.notes]
+    lines += _init_lines(plan)
     if plan.ckpt is not None:
         lines.append(f"resume: from step {engine.step} ({engine.step // engine.steps_per_epoch} epochs done)")
     lines.append("recipe:\n  " + r.to_yaml().rstrip().replace("\n", "\n  "))
     return "\n".join(lines)
+
+
+def _init_lines(plan: _Plan) -> list[str]:
+    """What the header says about the starting weights: where they came from, what was dropped, what is fresh."""
+    if plan.init_record is None:
+        return []
+    if plan.init is None:  # resumed: the checkpoint holds the weights, and --init is refused with --resume
+        return [f"init:   the run started from {record_line(plan.init_record)}; resuming from its checkpoint"]
+    lines = [
+        f"init:   backbone of the query and key encoders from {record_line(plan.init.record)}; "
+        "the projector, queue, optimizer and schedules start fresh"
+    ]
+    if plan.init.dropped:
+        head = ", ".join(plan.init.dropped)
+        lines.append(f"init:   dropped the source's classifier head ({head}): a backbone has none")
+    if plan.recipe.moco.zero_init_residual:
+        lines.append("init:   moco.zero_init_residual is not applied: the loaded weights are kept as they are")
+    return lines
 
 
 def _load_data(plan: _Plan, device: torch.device, progress: Progress) -> ImageSet:
@@ -373,9 +401,11 @@ class _Run:
             _restore(self.engine, plan.ckpt)
             self.meter = _LossMeter(device, ctx, *plan.ckpt["epoch_loss"])
             self.elapsed_before = plan.ckpt["elapsed_s"]
+        elif plan.init is not None:  # before the queue is filled with the key encoder's keys
+            self.engine.model.load_backbone(plan.init.state)
         if ctx.is_main:
             remove_stale_temps(self.out_dir)  # a save killed mid-write left a temp file; the lock says it is dead
-            atomic_write_text(self.out_dir / RECIPE, r.to_yaml())
+            atomic_write_text(self.out_dir / RECIPE, recipe_yaml(r, plan.init_record))
         progress.say(_header(plan, self.engine, images))
         if plan.ckpt is None and r.moco.queue_init == "keys":
             self.engine.fill_queue(images)
@@ -402,6 +432,8 @@ class _Run:
             return
         extra = {"data": self.data_info, "epoch_loss": [self.meter.epoch_sum, self.meter.epoch_count]}
         extra |= {"elapsed_s": self.elapsed(), "world_size": self.ctx.world_size}
+        if self.plan.init_record is not None:
+            extra["init"] = self.plan.init_record
         save_checkpoint({**self.engine.state_dict(), **extra}, self.out_dir / CHECKPOINT)
 
     def train(self, until_step: int | None) -> PretrainResult:
@@ -528,6 +560,7 @@ def pretrain(
     until_step: int | None = None,
     eval_every: int | None = None,
     eval_data: str | Path | None = None,
+    init: str | Path | None = None,
     progress: Progress = SILENT,
 ) -> PretrainResult:
     """Pretrain ``arch`` with MoCo v2 and smoothed InfoNCE, writing checkpoints to a run folder.
@@ -552,6 +585,12 @@ def pretrain(
             training data votes, ``eval_data`` (default: the built-in held-out split) is scored.
             The result goes to metrics.jsonl (``kind: eval``), TensorBoard and the progress line.
         eval_data: a labelled held-out folder for ``eval_every``.
+        init: start a new run's backbone (query and key encoder alike) from given weights: ``"timm"`` (timm's
+            ImageNet weights for the arch, from the Hugging Face cache), a ``.safetensors`` file in timm's key
+            names, an ``lwzoo export`` folder or zoo name, or a checkpoint or run folder (its query backbone).
+            The projector, queue, optimizer and schedules start fresh, ``moco.zero_init_residual`` is not
+            applied, and a classifier head in the source is dropped. The source, its file and sha256 are
+            recorded in the checkpoint and recipe.yaml. Refused with ``resume``, whose checkpoint has the weights.
         progress: where the recipe, progress and summary go (:class:`lwzoo.progress.Progress`); the default
             shows nothing, ``lwzoo.progress.Console()`` shows a bar on a terminal and a line per log window in a
             file, as the CLI does.
@@ -560,10 +599,12 @@ def pretrain(
         raise LwzooError(f"--until-step must be at least 1 (the first step), got {until_step}")
     if eval_every is not None and eval_every < 1:
         raise LwzooError(f"--eval-every must be at least 1 epoch, got {eval_every}")
+    if init is not None and resume:
+        raise LwzooError("--init applies to a new run; --resume continues from the checkpoint's weights; drop --init")
     dev = resolve_device(device)
     ctx = from_environment(dev)  # torchrun's process group (each rank on its own GPU), or a single process
     with ExitStack() as held:  # the run folder's lock, held until the run ends
-        plan = _plan(arch, recipe, overrides, data, epochs, batch_size, out, resume, seed, ctx, held)
+        plan = _plan(arch, recipe, overrides, data, epochs, batch_size, out, resume, seed, init, ctx, held)
         if until_step is not None and plan.ckpt is not None and until_step <= plan.ckpt["step"]:
             raise LwzooError(
                 f"--until-step {until_step} is not beyond the checkpoint's step {plan.ckpt['step']}; pass a later step"

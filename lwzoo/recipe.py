@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
+
 from .config import apply_overrides, build, field_types, merge, plain, read_yaml, resolve_path, to_yaml
 from .errors import LwzooError
 from .losses import FIXED_ALPHA, FIXED_TOPK, GRADED_SPLITS
@@ -140,6 +142,19 @@ def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | None = Non
     return recipe_from_dict(raw, source=str(name_or_path))
 
 
+# A run's recipe.yaml (and an export's) may end with this section: where the run's backbone weights started
+# (``lwzoo pretrain --init``). It records the run, it is not a training value: reading the file as a recipe drops
+# it, and only --init loads weights.
+INIT = "init"
+
+
+def recipe_yaml(recipe: Recipe, init: dict[str, Any] | None = None) -> str:
+    """The recipe as a run folder and an export record it: its values, then, for a run started from given
+    weights, an ``init:`` section saying which (source, kind, file, sha256, arch)."""
+    text = recipe.to_yaml()
+    return (text + yaml.safe_dump({INIT: init}, sort_keys=False)) if init else text
+
+
 # Keys added after recipes were first saved with checkpoints and exports, with the value that reproduces
 # what a recipe written before them ran; a saved recipe without one of them still loads.
 LATER_KEYS: dict[str, Any] = {"train.compile": False}
@@ -148,6 +163,7 @@ LATER_KEYS: dict[str, Any] = {"train.compile": False}
 def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
     """Validate a plain mapping (a recipe file's content or a checkpoint's saved recipe)."""
     raw = merge(raw, {})
+    raw.pop(INIT, None)  # a run's record of its starting weights (recipe_yaml), not a training value
     for dotted, value in LATER_KEYS.items():
         section, key = dotted.split(".")
         if isinstance(raw.get(section), dict):

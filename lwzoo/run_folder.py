@@ -22,9 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from . import env
 from .errors import LwzooError
 from .files import atomic_write_text
+from .recipe import INIT
 
 CHECKPOINT = "checkpoint-last.pt"
 RECIPE = "recipe.yaml"
@@ -80,11 +83,26 @@ def write_evals(folder: Path, results: list[dict[str, Any]]) -> None:
     atomic_write_text(folder / EVALS, json.dumps({"results": results}, indent=1) + "\n")
 
 
+def read_run_init(folder: Path) -> dict[str, Any] | None:
+    """The ``init`` section of a run's (or export's) recipe.yaml: where its backbone started
+    (``lwzoo pretrain --init``), or None for a random initialisation."""
+    path = folder / RECIPE
+    try:
+        recorded = yaml.safe_load(path.read_text()) if path.is_file() else None
+    except (OSError, yaml.YAMLError):
+        return None  # a damaged recipe.yaml is the run's problem to report, not the evaluation's
+    return recorded.get(INIT) if isinstance(recorded, dict) else None
+
+
 def record_eval(folder: Path, result: dict[str, Any]) -> None:
     """File one evaluation in ``folder/evals.json``, replacing an earlier one of the same protocol, data and
-    weights (a rerun updates its row rather than adding a second)."""
+    weights (a rerun updates its row rather than adding a second). A run started from given weights has them
+    recorded with the result (``init``), so the numbers say what the encoder started from."""
 
     def key(r: dict[str, Any]) -> tuple:
         return r["protocol"], r["train_data"], r["val_data"], r["identity"]
 
+    init = read_run_init(folder)
+    if init is not None:
+        result = {**result, "init": init}
     write_evals(folder, [r for r in read_evals(folder) if key(r) != key(result)] + [result])

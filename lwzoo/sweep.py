@@ -33,10 +33,12 @@ from typing import Any
 from . import env
 from .archs import get_arch
 from .checkpoint import load_checkpoint
-from .data import BUILTIN, is_builtin, scan_folder
+from .config import parse_overrides
+from .data import BUILTIN, default_recipe_name, is_builtin, scan_folder
 from .errors import LwzooError
 from .files import atomic_write_text, check_writable_dir
 from .progress import SILENT, Progress
+from .recipe import load_recipe
 from .run_folder import CHECKPOINT, eval_report, read_evals, runs_root
 
 PROTOCOLS = ("knn", "linear")
@@ -58,9 +60,9 @@ class Arm:
         """``NAME=`` (the default recipe), ``NAME=recipe:R``, ``NAME=key=value[,key=value...]`` or
         ``NAME=recipe:R,key=value...``."""
         name, sep, spec = text.partition("=")
-        if not sep or not name or not name.replace("-", "").replace("_", "").isalnum():
+        if not sep or not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise LwzooError(
-                f"--arm '{text}' must be NAME=SPEC with a name of letters, digits, - or _, e.g. --arm base= "
+                f"--arm '{text}' must be NAME=SPEC with a name of letters, digits, '.', '-' or '_', e.g. --arm base= "
                 "--arm r50=recipe:mocov2_resnet50 --arm a0=loss.alpha=0"
             )
         recipe, overrides = None, []
@@ -200,8 +202,19 @@ def _scores(folder: Path, data: str, val_data: str) -> dict[str, float]:
     }
 
 
-def _unit(runner: _Runner, arch: str, arm: Arm, seed: int, sets: dict[str, str], budget: Budget, out: Path, dev: str):
-    """Train (or resume) one unit and score it by every protocol it has no score for yet."""
+def _unit(
+    runner: _Runner,
+    arch: str,
+    arm: Arm,
+    seed: int,
+    sets: dict[str, str],
+    budget: Budget,
+    out: Path,
+    dev: str,
+    baseline: bool = False,
+):
+    """Train (or resume) one unit and score it by every protocol it has no score for yet; with ``baseline``, also
+    score timm's random initialisation with this unit's preprocessing (the sweep's random-init row)."""
     run_dir = out / "units" / f"{arm.name}-s{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
     log = out / "logs" / f"{arm.name}-s{seed}.log"
@@ -209,25 +222,19 @@ def _unit(runner: _Runner, arch: str, arm: Arm, seed: int, sets: dict[str, str],
         runner.run(_train_args(arch, arm, seed, sets["pretrain"], budget, run_dir, dev), log)
     done = _scores(run_dir, recorded_source(sets["fit"]), recorded_source(sets["val"]))
     for protocol in PROTOCOLS:
-        if protocol not in done:
+        if protocol not in done or (baseline and _random_top1(run_dir, protocol) is None):
             args = ["eval", protocol, str(run_dir), "--data", sets["fit"], "--val-data", sets["val"], "--device", dev]
-            runner.run([*args, "--quiet"], log)
+            runner.run([*args, *(["--baseline"] if baseline else []), "--quiet"], log)
     scores = _scores(run_dir, recorded_source(sets["fit"]), recorded_source(sets["val"]))
     runner.progress.say(f"  {arm.name} seed {seed}: " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()))
     return scores
 
 
-def _random_row(runner: _Runner, arch: str, sets: dict[str, str], budget: Budget, out: Path, dev: str) -> dict:
-    """kNN and linear top-1 of timm's random initialisation, at the sweep's image size."""
-    folder, row = out / RANDOM, {}
-    for protocol in PROTOCOLS:
-        report = folder / eval_report(protocol)
-        if not report.is_file():
-            size = ["--image-size", str(budget.image_size)] if budget.image_size else []
-            args = ["eval", protocol, f"random:{arch}", "--data", sets["fit"], "--val-data", sets["val"], *size]
-            runner.run([*args, "--device", dev, "--out", str(folder), "--quiet"], out / "logs" / f"{RANDOM}.log")
-        row[protocol] = json.loads(report.read_text())["top1"]
-    return row
+def _random_top1(run_dir: Path, protocol: str) -> float | None:
+    """The random-init top-1 that ``lwzoo eval --baseline`` scored beside this run (its eval report)."""
+    report = run_dir / eval_report(protocol)
+    baseline = json.loads(report.read_text()).get("baseline") if report.is_file() else None
+    return baseline["top1"] if baseline else None
 
 
 def balanced_subset(data: str, n: int, out: Path) -> Path:
@@ -292,6 +299,7 @@ def sweep(
     """
     parsed = [a if isinstance(a, Arm) else Arm.parse(a) for a in arms]
     _check(arch, parsed, seeds, data, val_data, base, jobs, subset)
+    _check_recipes(arch, parsed, data, overrides)
     base = base or parsed[0].name
     data = str(data) if data is not None else BUILTIN
     if val_data is None:
@@ -306,10 +314,13 @@ def sweep(
     units = [(arm, seed) for seed in seeds for arm in parsed]
     progress.say(f"lwzoo sweep: {arch}, {len(parsed)} arms x {len(seeds)} seeds = {len(units)} units, {jobs} at once")
     scores: dict[str, dict[str, dict[int, float]]] = {a.name: {p: {} for p in PROTOCOLS} for a in parsed}
+    base_unit = next(a for a in parsed if a.name == base), seeds[0]  # also scores random init, the same way
     try:
-        random = _random_row(runner, arch, sets, budget, folder, device)
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = {pool.submit(_unit, runner, arch, a, s, sets, budget, folder, device): (a, s) for a, s in units}
+            futures = {
+                pool.submit(_unit, runner, arch, a, s, sets, budget, folder, device, (a, s) == base_unit): (a, s)
+                for a, s in units
+            }
             try:
                 for future, (arm, seed) in futures.items():
                     for protocol, top1 in future.result().items():
@@ -322,6 +333,8 @@ def sweep(
         raise LwzooError(
             f"interrupted: every unit saved its progress; run the same command to continue ({folder})"
         ) from None
+    base_dir = folder / "units" / f"{base}-s{seeds[0]}"
+    random = {p: _random_top1(base_dir, p) for p in PROTOCOLS}
     result = SweepResult(folder, base, scores, random)
     result.comparisons = {
         a.name: {p: compare(scores[a.name][p], scores[base][p]) for p in PROTOCOLS} for a in parsed if a.name != base
@@ -353,6 +366,17 @@ def _check(arch, arms, seeds, data, val_data, base, jobs, subset) -> None:
                 f"--data '{data}' has no class sub-folders: a sweep fits its probes on it, so arrange it as "
                 "DIR/<class>/<image>"
             )
+
+
+def _check_recipes(arch: str, arms: list[Arm], data, overrides: list[str] | None) -> None:
+    """Every arm's recipe, with the sweep's overrides and then its own, is valid: a typo in the last arm is
+    refused before the first unit trains, not an hour later."""
+    for arm in arms:
+        try:
+            recipe = arm.recipe or default_recipe_name(get_arch(arch), None if data is None else str(data))
+            load_recipe(recipe, parse_overrides([*(overrides or ()), *arm.overrides]))
+        except LwzooError as e:
+            raise LwzooError(f"arm '{arm.name}': {e}") from None
 
 
 # ---- the report ------------------------------------------------------------------------------------------------
@@ -416,7 +440,8 @@ def write_report(result: SweepResult, arch: str, arms: list[Arm], seeds: list[in
         summary_table(result),
         "",
         "Differences are paired by seed (arm minus base on the same seed). A verdict needs the mean difference "
-        "beyond two standard deviations of the per-seed differences; one seed gives none.",
+        "beyond two standard deviations of the per-seed differences; one seed gives none. "
+        f"{RANDOM}: timm's initialisation, scored with the base arm's preprocessing on the same data.",
         "",
         f"![kNN and linear top-1 per arm]({SWEEP_PNG})",
         "",

@@ -22,6 +22,7 @@ from lwzoo.augment import (
     gaussian_blur,
     grayscale,
     hsv_to_rgb,
+    reflect_blur_matrices,
     resized_crop,
     rgb_to_hsv,
 )
@@ -264,15 +265,25 @@ def reference_blur(img: torch.Tensor, sigma: float, radius: int) -> torch.Tensor
     return F.conv2d(padded.transpose(0, 1), k2[None, None]).transpose(0, 1)[0]
 
 
-@pytest.mark.parametrize("side", [5, 12, 40])
-def test_blur_matches_a_float64_reference(side):
+# (H, W): square and not, small enough for the matrix products and (150 px) large enough for the shifted taps
+@pytest.mark.parametrize(("height", "width"), [(5, 5), (12, 12), (40, 40), (40, 24), (9, 150), (150, 150)])
+def test_blur_matches_a_float64_reference(height, width):
     sigma = torch.tensor([0.1, 0.4, 1.0, 2.0])
-    x = torch.rand(4, 3, side, side, generator=torch.Generator().manual_seed(12))
+    x = torch.rand(4, 3, height, width, generator=torch.Generator().manual_seed(12))
     got = gaussian_blur(x, sigma)
-    radius = blur_radius(sigma, side)
-    assert radius == min(6, side - 1)  # 3 sigma of the batch's largest sigma, below the side
+    radius = blur_radius(sigma, min(height, width))
+    assert radius == min(6, height - 1, width - 1)  # 3 sigma of the batch's largest sigma, below the side
     for img, s, out in zip(x, sigma.tolist(), got, strict=True):
         assert torch.allclose(out.double(), reference_blur(img, s, radius), atol=1e-6)
+
+
+def test_reflect_blur_matrix_folds_the_taps_that_fall_off_an_end_back_in():
+    """Kernel (a, b, c) on a length-4 signal with reflect padding (v_-1 = v_1, v_4 = v_2): row 0 reads v_1, v_0,
+    v_1; row 3 reads v_2, v_3, v_2; every row sums to the kernel's sum."""
+    a, b, c = 0.25, 0.5, 0.125
+    want = torch.tensor([[b, a + c, 0, 0], [a, b, c, 0], [0, a, b, c], [0, 0, a + c, b]], dtype=torch.float64)
+    got = reflect_blur_matrices(torch.tensor([[a, b, c]], dtype=torch.float64), 4)
+    assert torch.equal(got, want[None])
 
 
 def torchvision_stage(v: torch.Tensor, draws, cfg, radius: int) -> torch.Tensor:

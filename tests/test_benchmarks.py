@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from lwzoo.checkpoint import load_checkpoint
+from lwzoo.env import cache_dir
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 SHARED = {"_common", "_results"}  # helpers, and RESULTS.md writing: what benchmarks share; no script imports another
 
@@ -119,12 +122,68 @@ def test_no_benchmark_imports_another_they_share_through_common_and_results():
 
 
 def test_the_only_hand_built_moco_and_optimizer_is_gpu_checks_plain_loop():
-    """Throughput numbers come from Engine.train_step, lwzoo.pretrain or lwzoo.evaluate; the one MoCo and SGD a
-    benchmark builds itself is the plain loop gpu_check.py compares lwzoo against (a peer, labelled as such)."""
+    """Throughput numbers come from Engine.train_step, lwzoo.pretrain or lwzoo.evaluate; the only SGD or MoCo a
+    benchmark builds itself is a peer lwzoo is compared against, labelled as such: gpu_check.py's plain loop and
+    lightly's MoCo as lightly documents it (_peer_lightly_child.py, run in lightly's own virtual environment)."""
     built = {
         (path.name, callee, fn)
         for path in BENCH.glob("*.py")
         for callee in ("SGD", "MoCo", "PlainMoCo", "QueryEncoder")
         for fn in calls_by_function(path, callee)
     }
-    assert built == {("gpu_check.py", "SGD", "plain_model"), ("gpu_check.py", "PlainMoCo", "plain_model")}, built
+    assert built == {
+        ("gpu_check.py", "SGD", "plain_model"),
+        ("gpu_check.py", "PlainMoCo", "plain_model"),
+        ("_peer_lightly_child.py", "SGD", "main"),
+    }, built
+
+
+@pytest.mark.slow
+def test_domain_transfer_dry_run_adapts_an_export_and_writes_its_section(tmp_path, monkeypatch):
+    """domain_transfer.py's dry run on a tiny CIFAR-like folder: a source pretrained and exported, a target run
+    from it (``init``) and one from scratch, kNN of each, and a section that says it was a dry run."""
+    cifar = tmp_path / "cifar"
+    for split in ("train", "test"):
+        for c in range(10):
+            (cifar / split / f"class{c}").mkdir(parents=True)
+            for i in range(12):
+                Image.new("RGB", (32, 32), (20 * c, 10 * i, 120)).save(cifar / split / f"class{c}" / f"{i:02d}.jpg")
+    monkeypatch.setenv("LWZOO_CIFAR", str(cifar))
+    results = tmp_path / "RESULTS.md"
+    run_bench("domain_transfer.py", "--dry-run", "--seeds", "0", results=results)
+    text = results.read_text()
+    assert "<!-- domain_transfer:start -->" in text and "<!-- domain_transfer:end -->" in text
+    assert "DRY RUN" in text and "Command: `python " in text
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| encoder")]
+    assert len(rows) == 5 and all(any(c.isdigit() for c in row.split("|")[2]) for row in rows), rows
+    root = cache_dir() / "bench" / "domain-transfer" / "src100-e1-t1-dry"
+    adapted, scratch = load_checkpoint(root / "init-s0"), load_checkpoint(root / "scratch-s0")
+    assert adapted["init"]["kind"] == "export" and adapted["init"]["file"].endswith("source-export/model.safetensors")
+    assert "init" not in scratch
+
+
+@pytest.mark.slow
+def test_peer_lightly_dry_run_times_lwzoo_through_pretrain_and_judges_nothing(tmp_path):
+    """peer_lightly.py's dry run on a tiny folder (40 images, batch 16, 32 px, one timed step per loss): lwzoo's side
+    through lwzoo.pretrain, and a section that judges no target. lightly's side runs only where its virtual
+    environment already exists at its default place (making it pip-installs a few GB from the package registry,
+    which CI cannot assume); otherwise the run is --lwzoo-only and lightly's columns say "not run"."""
+    data = tmp_path / "images"
+    for c in range(2):
+        (data / f"class{c}").mkdir(parents=True)
+        for i in range(20):
+            Image.new("RGB", (32, 32), (12 * i, 100 * c, 60)).save(data / f"class{c}" / f"{i:02d}.jpg")
+    venv = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lwzoo" / "peer-lightly-venv"
+    with_lightly = (venv / "lwzoo-ready.json").is_file()
+    results = tmp_path / "RESULTS.md"
+    args = ["--dry-run", "--data", str(data), "--venv", str(venv)] + ([] if with_lightly else ["--lwzoo-only"])
+    run_bench("peer_lightly.py", *args, results=results)
+    text = results.read_text()
+    assert "<!-- peer_lightly:start -->" in text and "<!-- peer_lightly:end -->" in text
+    assert "not judged (dry run" in text and ": met" not in text and ": missed" not in text
+    rows = [line.split("|") for line in text.splitlines() if line.startswith("| 32 |")]
+    assert [r[2].strip() for r in rows] == ["asymmetric", "symmetric"], rows
+    for r in rows:
+        assert r[3].strip().endswith("(1 steps)") and float(r[3].split()[0]) > 0, r  # lwzoo's pairs/s
+        for lightly in (r[4], r[5]):
+            assert lightly.strip().endswith("(1 steps)") if with_lightly else lightly.strip() == "not run", r

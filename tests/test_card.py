@@ -6,6 +6,7 @@ import shutil
 import pytest
 import yaml
 
+from lwzoo.card import onnx_choice
 from lwzoo.errors import LwzooError
 from lwzoo.hub_folder import CARD, write_card
 
@@ -84,3 +85,18 @@ def test_a_card_without_results_is_refused_unless_asked_for(folder):
     write_card(folder, "lwzoo-test/x", require_results=False, target="62.3% top-1")
     card = (folder / CARD).read_text()
     assert "Not evaluated" in card and "Target, not this model's result" in card and "62.3% top-1" in card
+
+
+def test_the_onnx_file_line_names_the_file_the_export_recommended():
+    """The which-file line is export.json's int8 record in words: its recommendation, speed and kNN change."""
+    slow = {"recommended": "model.onnx", "speed_ratio": 0.87, "speed_batch": 32, "speed_image_size": 224}
+    assert onnx_choice(slow) == (
+        "Use `model.onnx`: int8 ran at 0.87x the speed of fp32 (onnxruntime CPU, batch 32 at 224 px, timed at "
+        "export); its kNN accuracy against fp32 was not measured."
+    )
+    fast = slow | {"recommended": "model.int8.onnx", "speed_ratio": 1.72}
+    fast |= {"knn_top1_change": -0.3125, "eval_data": "builtin:val"}
+    assert onnx_choice(fast).startswith("Use `model.int8.onnx`: int8 ran at 1.72x the speed of fp32")
+    assert onnx_choice(fast).endswith("; kNN top-1 -0.31 points against fp32 on builtin:val.")
+    # no int8 graph, or an export from before the speed was recorded: no line rather than a guess
+    assert onnx_choice(None) == "" and onnx_choice({"mode": "static", "bytes_int8": 1}) == ""

@@ -177,6 +177,23 @@ CASES = [
     Case("embed-of-a-missing-folder", ("embed", "{export}", "{fresh}/nothing", *EMBED_OUT), ("does not exist",)),
     Case("embed-to-a-non-npz-file", ("embed", "{export}", "{images}", "--out", "{fresh}/f.csv"), (".npz",)),
     Case("embed-over-an-existing-file", ("embed", "{export}", "{images}", "--out", "{file}"), ("--force",)),
+    # -- pretrain --init (issue 20) ----------------------------------------------------------------------------
+    Case("init-with-resume", (*PRETRAIN, "--resume", "{run}", "--init", "{export}"), ("--init applies to a new run",)),
+    Case(
+        "init-of-another-arch",
+        ("pretrain", "effnet_b0", "--device", "cpu", "--init", "{export}"),
+        ("holds mobilenetv3_large weights, not effnet_b0",),
+    ),
+    Case(
+        "init-timm-offline-not-cached",
+        (*PRETRAIN, "--init", "timm"),
+        ("timm/mobilenetv3_large_100.ra_in1k/model.safetensors", "hf download", "HF_HUB_OFFLINE"),
+    ),
+    Case("init-of-a-folder-of-photos", (*PRETRAIN, "--init", "{user}"), ("neither an lwzoo export",)),
+    Case("init-of-a-missing-source", (*PRETRAIN, "--init", "{fresh}/nope"), ("a file or folder that exists",)),
+    Case("init-of-an-unbuilt-zoo-name", (*PRETRAIN, "--init", "mobilenetv3_large-smoothed"), ("not published",)),
+    Case("init-of-a-damaged-export", (*PRETRAIN, "--init", "{export_bad_sha}"), ("does not match the sha256",)),
+    Case("init-of-a-file-that-is-not-weights", (*PRETRAIN, "--init", "{file}"), ("corrupt or not a PyTorch file",)),
 ]
 
 

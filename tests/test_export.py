@@ -7,10 +7,11 @@ import timm
 import torch
 from safetensors import safe_open
 
+from lwzoo.card import onnx_choice
 from lwzoo.checkpoint import atomic_save, load_checkpoint
 from lwzoo.encoders import load_encoder
 from lwzoo.errors import LwzooError
-from lwzoo.export import export, load_profile
+from lwzoo.export import Int8Options, depthwise_convs, export, load_profile, quantize_int8, recommended_onnx
 from lwzoo.onnx_runtime import onnx_session
 
 from .conftest import run_cli
@@ -121,6 +122,46 @@ def test_int8_is_smaller_and_runs(run_dir, tmp_path):
     session = onnx_session(tmp_path / "int8" / "model.int8.onnx")
     out = session.run(["features"], {"images": np.random.default_rng(0).standard_normal((1, 3, 32, 32), np.float32)})
     assert out[0].shape == (1, 1280)
+    # the speed against fp32 is measured and recorded (its value is the machine's: no timing is asserted), and the
+    # file export.json recommends follows from it and the kNN change
+    assert q["speed_batch"] == 32 and q["speed_image_size"] == 32 and q["speed_rounds"] >= 3
+    assert q["speed_ratio"] == pytest.approx(q["speed_ms_fp32"] / q["speed_ms_int8"]) and q["speed_ratio"] > 0
+    assert q["recommended"] == recommended_onnx(q) in ("model.onnx", "model.int8.onnx")
+    assert json.loads((tmp_path / "int8" / "export.json").read_text())["int8"] == q
+    line = onnx_choice(q)
+    assert line.startswith(f"Use `{q['recommended']}`: int8 ran at {q['speed_ratio']:.2f}x") and "builtin:val" in line
+
+
+def test_recommended_onnx_weighs_speed_and_knn_change():
+    assert recommended_onnx({"speed_ratio": 1.6, "knn_top1_change": -0.4}) == "model.int8.onnx"
+    assert recommended_onnx({"speed_ratio": 1.6}) == "model.int8.onnx"  # no labelled data: speed alone
+    assert recommended_onnx({"speed_ratio": 1.6, "knn_top1_change": -1.5}) == "model.onnx"  # too much accuracy lost
+    assert recommended_onnx({"speed_ratio": 0.9, "knn_top1_change": 0.0}) == "model.onnx"  # slower than fp32
+    assert recommended_onnx({"speed_ratio": 1.05}) == "model.onnx"  # within timing noise of fp32
+
+
+def test_int8_quantises_only_the_chosen_convs_and_keeps_hardswish(exported, tmp_path):
+    """On the exported MobileNet-V3 graph: depthwise convs are found from their weights' shapes, ``depthwise: false``
+    leaves exactly those in fp32, and HardSwish stays one op rather than HardSigmoid and Mul (no int8 kernel)."""
+    fp32 = exported.out_dir / "model.onnx"
+    graph = onnx.load(str(fp32)).graph
+    weights = {t.name: t.dims for t in graph.initializer}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    # depthwise: one input channel per group and as many groups as output channels (weight dims O, I/group, kH, kW)
+    expected = {n.name for n in convs if weights[n.input[1]][1] == 1 and weights[n.input[1]][0] > 1}
+    assert set(depthwise_convs(fp32)) == expected and len(expected) == 15
+    x = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    int8 = tmp_path / "pw.int8.onnx"
+    quantize_int8(fp32, int8, Int8Options(True, "static", 16, True, "conv", False), x)
+    q = onnx.load(str(int8)).graph
+    dequantized = {o for n in q.node if n.op_type == "DequantizeLinear" for o in n.output}
+    quantized_convs = {n.name for n in q.node if n.op_type == "Conv" and n.input[1] in dequantized}
+    assert quantized_convs == {n.name for n in convs} - expected
+    ops = [n.op_type for n in q.node]
+    assert ops.count("HardSwish") == 21 and ops.count("HardSigmoid") == 8  # 8: the squeeze-excite gates
+    assert not {"QLinearMul", "QLinearAdd"} & set(ops)
+    features = onnx_session(int8).run(["features"], {"images": x[:2].numpy()})[0]
+    assert features.shape == (2, 1280) and np.isfinite(features).all()
 
 
 @pytest.mark.slow  # a second full export (~30 s on 2 cores): `pytest -m slow`
@@ -159,7 +200,9 @@ def test_corrupt_checkpoint_and_mismatched_arch_are_clear_errors(run_dir, tmp_pa
 
 def test_profiles_validate():
     assert load_profile("default").onnx_options.dynamic_batch
-    assert load_profile("mobile-int8").int8.enabled
+    assert load_profile("mobile-int8").int8.enabled and load_profile("int8-conv").int8.ops == "conv"
+    with pytest.raises(LwzooError, match="int8.ops"):
+        load_profile("default", {"int8.ops": "matmul"})
     with pytest.raises(LwzooError, match="unknown export profile key"):
         load_profile("default", {"onnx_options.opsett": 17})
     with pytest.raises(LwzooError, match="opset"):

@@ -15,7 +15,7 @@ LAYERS = {
     "data": ["builtin_data", "data"],
     "io": [
         "run_folder", "checkpoint", "metrics", "features", "card", "hub_folder", "onnx_runtime", "hub_client",
-        "encoders", "zoo",
+        "encoders", "zoo", "init_weights",
     ],
     "stages": ["pretrain", "evaluate", "export", "publish", "load"],
     "workflows": ["embed", "zoo_build", "sweep"],

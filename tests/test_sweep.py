@@ -18,13 +18,14 @@ TINY = ["train.batch_size=128", "moco.queue_size=512", "train.log_every=4"]
         ("r50=recipe:mocov2_resnet50", Arm("r50", "mocov2_resnet50")),
         ("a0=loss.alpha=0", Arm("a0", None, ("loss.alpha=0",))),
         ("mix=recipe:demo,loss.alpha=0.3,loss.topk=5", Arm("mix", "demo", ("loss.alpha=0.3", "loss.topk=5"))),
+        ("s1-a0.1=loss.alpha=0.1", Arm("s1-a0.1", None, ("loss.alpha=0.1",))),  # a value in the name
     ],
 )
 def test_arm_specs(text, arm):
     assert Arm.parse(text) == arm
 
 
-@pytest.mark.parametrize("text", ["noequals", "=loss.alpha=0", "bad name=", "x=alpha"])
+@pytest.mark.parametrize("text", ["noequals", "=loss.alpha=0", "bad name=", "x=alpha", "a/b=", "a:b="])
 def test_bad_arm_specs_are_one_line_errors(text):
     with pytest.raises(LwzooError, match="--arm"):
         Arm.parse(text)
@@ -56,6 +57,11 @@ def test_paired_difference_and_verdicts_match_a_float64_reference():
         ({"subset": 100}, "--subset"),
         ({"data": "/tmp"}, "--val-data"),
         ({"arch": "resnet9000"}, "unknown architecture"),
+        # the last arm's typo is found before the first arm trains
+        ({"arms": ["base=", "b=loss.alfa=0.3"]}, "arm 'b': unknown recipe key 'loss.alfa'"),
+        ({"arms": ["base=", "g=loss.smoothing=graded_topk,loss.topk=7"]}, "arm 'g': .*graded_topk"),
+        ({"arms": ["base=", "r=recipe:nope"]}, "arm 'r': .*nope"),
+        ({"arms": ["base="], "overrides": ["moco.queue_size=-4"]}, "arm 'base': .*queue_size"),
     ],
 )
 def test_bad_sweeps_are_refused_before_anything_runs(tmp_path, kwargs, match):
@@ -93,6 +99,11 @@ def test_a_sweep_on_the_builtin_data_runs_scores_compares_and_resumes(tmp_path):
     c = result.comparisons["a0"]["knn"]
     assert c["diffs"] == {s: result.scores["a0"]["knn"][s] - result.scores["base"]["knn"][s] for s in (0, 1)}
     assert 0 < result.random["knn"] < 100 and result.random == record["random_init"]
+    for protocol in ("knn", "linear"):  # random init is scored beside the base arm's first seed, as it is scored
+        report = json.loads((out / "units" / "base-s0" / f"eval-{protocol}.json").read_text())
+        assert result.random[protocol] == report["baseline"]["top1"]
+        assert report["baseline"]["settings"]["crop_pct"] == report["settings"]["crop_pct"]
+        assert report["baseline"]["settings"]["image_size"] == report["settings"]["image_size"]
     table = (out / SWEEP_MD).read_text()
     assert "| a0 |" in table and "| base (base) |" in table and "random-init" in table and c["verdict"] in table
     assert (out / SWEEP_PNG).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

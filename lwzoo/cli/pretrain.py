@@ -95,6 +95,17 @@ def pretrain_command(
         ),
     ] = None,
     eval_data: EvalDataOpt = None,
+    init: Annotated[
+        Optional[str],
+        typer.Option(
+            "--init",
+            metavar="SOURCE",
+            help="Start the backbone from given weights: 'timm' (timm's ImageNet weights), a .safetensors file in "
+            "timm's key names, an lwzoo export folder or zoo name, or a checkpoint or run folder. The projector, "
+            "queue and optimizer start fresh; the source and its sha256 are recorded. Not with --resume.",
+            show_default=False,
+        ),
+    ] = None,
     compile_: Annotated[
         Optional[str],
         typer.Option(
@@ -128,6 +139,7 @@ def pretrain_command(
         until_step=until_step,
         eval_every=eval_every,
         eval_data=eval_data,
+        init=init,
         progress=SILENT if quiet else Console(counter_file=sys.stdout),  # the training bar beside its epoch lines
     )
     if result.interrupted:
