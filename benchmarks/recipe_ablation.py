@@ -45,6 +45,9 @@ COMMON = (
     "moco.momentum=0.99",
 )
 
+# The 10,000-image studies' scale (the ablation's rows before lwzoo sweep): a queue under the data, MoCo's batch.
+TEN_K = (*COMMON, "moco.queue_size=4096", "train.batch_size=256", "train.log_every=20")
+
 
 @dataclass(frozen=True)
 class Study:
@@ -66,7 +69,7 @@ STUDIES = {
         arms=("r50=recipe:mocov2_resnet50", "plain=loss.alpha=0", "smoothed="),
         images=10_000,
         epochs=30,
-        overrides=(*COMMON, "moco.queue_size=4096", "train.batch_size=256", "train.log_every=20"),
+        overrides=TEN_K,
         fit="train",
         score="test",
         why="The paper's first claim: its tuned recipe beats MoCo v2's ResNet-50 recipe on a lightweight net.",
@@ -100,7 +103,7 @@ STUDIES = {
         arms=("base=",),
         images=10_000,
         epochs=15,
-        overrides=(*COMMON, "moco.queue_size=4096", "train.batch_size=256", "train.log_every=20"),
+        overrides=TEN_K,
         fit="subset",
         score="heldout",
         why="One change at a time from the tuned recipe, scored on held-out train images (never the test split).",
