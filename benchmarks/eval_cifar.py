@@ -79,9 +79,15 @@ def main() -> None:
     ck = load_checkpoint(ckpt)
     body = (
         "## Evaluation on CIFAR-10 (train 50,000 -> test 10,000)\n\n"
-        f"Checkpoint: MobileNet-V3-Large, recipe `{ck['recipe']['name']}` + `{' '.join(PRETRAIN)}`, "
-        f"{ck['recipe']['train']['epochs']} epochs ({ck['step']} steps) on CIFAR-10 train at 32 px, seed {ck['seed']}. "
-        "Random init: timm's initialisation, seed 0, same preprocessing (32 px, whole image).\n\n"
+        + (
+            f"Checkpoint: `{a.checkpoint}` (given with --checkpoint): MobileNet-V3-Large, recipe "
+            f"`{ck['recipe']['name']}`, {ck['step']} steps on {ck['data']['num_images']:,} images, seed {ck['seed']}. "
+            if a.checkpoint
+            else f"Checkpoint: MobileNet-V3-Large, recipe `{ck['recipe']['name']}` + `{' '.join(PRETRAIN)}`, "
+            f"{ck['recipe']['train']['epochs']} epochs ({ck['step']} steps) on CIFAR-10 train at 32 px, "
+            f"seed {ck['seed']}. "
+        )
+        + "Random init: timm's initialisation, seed 0, same preprocessing (32 px, whole image).\n\n"
         "| protocol | random init top-1 % | pretrained top-1 % | random init top-5 % | pretrained top-5 % |\n"
         "|---|---|---|---|---|\n"
         + "\n".join(rows)
