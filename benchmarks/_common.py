@@ -66,6 +66,19 @@ ARMS = {
     "b": ("lwzoo tuned, plain InfoNCE", None, ["loss.alpha=0.0"]),
     "c": ("lwzoo tuned + smoothed InfoNCE", None, []),
 }
+# CIFAR-10 pretraining settings shared by recipe_ablation.py's studies and domain_transfer.py's source: CIFAR's
+# 32 px, whole images, no blur (sigma 0.1-2 px is sized for 224 px views), and MoCo's m 0.999, sized for ~1M
+# ImageNet steps, brought to a thousand steps (at 0.999 the key encoder stays near its initialisation: issue #4's
+# calibration, loss flat at ln(K+1)).
+CIFAR_32PX = (
+    "augment.image_size=32",
+    "data.decode_size=32",
+    "augment.eval_crop_pct=1.0",
+    "augment.blur_p=0.0",
+    "moco.momentum=0.99",
+)
+# ... at the 10,000-image scale of the ablation's rows: a queue under the data, MoCo's batch
+CIFAR_10K = (*CIFAR_32PX, "moco.queue_size=4096", "train.batch_size=256", "train.log_every=20")
 # $LWZOO_ABLATION_STATE: a dry run keeps its own state (and PNG beside it)
 STATE = Path(os.environ.get("LWZOO_ABLATION_STATE", Path(__file__).with_name("recipe_ablation.json")))
 

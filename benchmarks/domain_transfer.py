@@ -22,7 +22,7 @@ import statistics
 import time
 from pathlib import Path
 
-from _common import subsets
+from _common import CIFAR_10K, subsets
 from _results import write_section
 
 from lwzoo import evaluate
@@ -36,17 +36,6 @@ from lwzoo.recipe import load_recipe
 from lwzoo.run_folder import CHECKPOINT
 
 ARCH = "mobilenetv3_large"
-# recipe_ablation.py's COMMON and its ablation study's settings, so the source is that study's tuned arm
-SOURCE_SETTINGS = [
-    "augment.image_size=32",
-    "data.decode_size=32",
-    "augment.eval_crop_pct=1.0",
-    "augment.blur_p=0.0",
-    "moco.momentum=0.99",
-    "moco.queue_size=4096",
-    "train.batch_size=256",
-    "train.log_every=20",
-]
 # the dry run: 16 px views, small batches and queues, so each stage takes seconds
 DRY = ["augment.image_size=16", "data.decode_size=16", "moco.queue_size=64", "moco.mlp_hidden=64", "train.log_every=2"]
 
@@ -70,7 +59,7 @@ def source_export(a: argparse.Namespace, root: Path) -> Path:
     per_class = a.source_images // 10
     pool, _, _, _ = subsets(per_class, 1 if a.dry_run else 500)
     overrides = [
-        *SOURCE_SETTINGS,
+        *CIFAR_10K,  # recipe_ablation.py's ablation settings: the source is that study's tuned arm
         f"train.epochs={a.source_epochs}",
         *(DRY + ["train.batch_size=32"] if a.dry_run else []),
     ]

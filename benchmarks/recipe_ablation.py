@@ -24,7 +24,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import cifar_root, subsets
+from _common import CIFAR_10K, CIFAR_32PX, cifar_root, subsets
 from _results import write_section
 
 from lwzoo.checkpoint import load_checkpoint
@@ -33,20 +33,6 @@ from lwzoo.metrics import read_metrics
 from lwzoo.progress import Console
 from lwzoo.run_folder import CHECKPOINT, METRICS
 from lwzoo.sweep import SWEEP_MD, SWEEP_PNG, mean_sd, sweep
-
-# Dataset-scale settings every arm of every study shares: CIFAR's 32 px, whole images, no blur (sigma 0.1-2 px
-# is sized for 224 px views), and MoCo's m 0.999, sized for ~1M ImageNet steps, brought to a thousand steps
-# (at 0.999 the key encoder stays near its initialisation: issue #4's calibration, loss flat at ln(K+1)).
-COMMON = (
-    "augment.image_size=32",
-    "data.decode_size=32",
-    "augment.eval_crop_pct=1.0",
-    "augment.blur_p=0.0",
-    "moco.momentum=0.99",
-)
-
-# The 10,000-image studies' scale (the ablation's rows before lwzoo sweep): a queue under the data, MoCo's batch.
-TEN_K = (*COMMON, "moco.queue_size=4096", "train.batch_size=256", "train.log_every=20")
 
 
 @dataclass(frozen=True)
@@ -69,7 +55,7 @@ STUDIES = {
         arms=("r50=recipe:mocov2_resnet50", "plain=loss.alpha=0", "smoothed="),
         images=10_000,
         epochs=30,
-        overrides=TEN_K,
+        overrides=CIFAR_10K,
         fit="train",
         score="test",
         why="The paper's first claim: its tuned recipe beats MoCo v2's ResNet-50 recipe on a lightweight net.",
@@ -88,7 +74,7 @@ STUDIES = {
         # a queue a quarter of the data and small steps: the model sees each image every 3 steps and has to
         # pick its positive out of 64 keys, which it learns to do within the budget (RESULTS.md)
         overrides=(
-            *COMMON,
+            *CIFAR_32PX,
             "moco.queue_size=64",
             "train.batch_size=64",
             "moco.key_bn_splits=2",  # MoCo's 32 images per key-encoder BatchNorm group
@@ -103,7 +89,7 @@ STUDIES = {
         arms=("base=",),
         images=10_000,
         epochs=15,
-        overrides=TEN_K,
+        overrides=CIFAR_10K,
         fit="subset",
         score="heldout",
         why="One change at a time from the tuned recipe, scored on held-out train images (never the test split).",
