@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from lwzoo.scoring import (
     WEIGHT_DECAY_RANGE,
     WEIGHT_DECAYS,
+    _search_weight_decay,
     accuracies,
     fit_linear_probe,
     knn_predict,
@@ -75,10 +76,12 @@ def test_linear_probe_is_the_regularised_optimum():
     assert max(gr.abs().max().item() for gr in grads) < 1e-4
 
 
-def newton_probe(x: np.ndarray, y: np.ndarray, num_classes: int, wd: float) -> tuple[np.ndarray, np.ndarray, float]:
+def newton_probe(
+    x: np.ndarray, y: np.ndarray, num_classes: int, wd: float, standardise: bool = True
+) -> tuple[np.ndarray, np.ndarray, float]:
     """The probe's optimum by damped Newton in float64 numpy, run until the gradient is at rounding level: a
     different algorithm, precision and library from lwzoo's. Returns W (C, D), b (C,) and the loss."""
-    z = (x - x.mean(0)) / x.std(0, ddof=1)
+    z = (x - x.mean(0)) / x.std(0, ddof=1) if standardise else x
     n, d = z.shape
     z1 = np.hstack([z, np.ones((n, 1))])  # N x (D+1): the bias is the last column of theta
     onehot = np.eye(num_classes)[y]
@@ -151,6 +154,26 @@ def test_linear_probe_warm_start_reaches_the_same_optimum():
         torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-3)
 
 
+def test_weight_decay_search_solves_move_to_their_own_optimum():
+    """A warm start one decade down begins with max |gradient| ~ 0.9 wd max|W|, here under 1e-3: each search
+    solve must still get nearer its own optimum (float64 Newton on the same fit split) than it started."""
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(400, 8, generator=g)
+    y = (x[:, 0] + 0.7 * x[:, 1] + 2.0 * torch.randn(400, generator=g) > 0).long()  # max |W*| ~ 0.34
+    z, _, _ = standardise(x)
+    _, _, solutions = _search_weight_decay(z, y, 2, (1e-2, 1e-3, 1e-4), seed=0)
+    fit = torch.randperm(400, generator=torch.Generator().manual_seed(0))[400 // 5 :]  # as the search splits
+    optimum = {
+        wd: newton_probe(z[fit].double().numpy(), y[fit].numpy(), 2, wd, standardise=False)[0] for wd in solutions
+    }
+    decades = sorted(solutions, reverse=True)
+    assert 1e-4 in decades  # the weakest decade was solved (held-out accuracy ties, so the descent went on)
+    for start, wd in zip(decades[:-1], decades[1:], strict=True):
+        error = np.abs(solutions[wd][0].double().numpy() - optimum[wd]).max()
+        moved = np.abs(optimum[start] - optimum[wd]).max()
+        assert error < 0.5 * moved, (wd, error, moved)
+
+
 def correlated_noise_features(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Two classes told apart only by x0 - x1: x0 = s + e, x1 = e with s = +-1 and a shared e ~ N(0, 3^2).
 
@@ -184,6 +207,18 @@ def test_weight_decay_grid_grows_upwards_within_its_bound():
     assert tried[0] < wd < tried[-1] and accs[wd] > accs[1e-5] + 5, accs
     _, at_bound = select_weight_decay(x, y, 2, grid=(WEIGHT_DECAY_RANGE[1],))
     assert list(at_bound) == [WEIGHT_DECAY_RANGE[1]]  # a winning edge at the bound stays the edge
+
+
+def test_weight_decay_search_stops_one_decade_past_the_peak():
+    g = torch.Generator().manual_seed(1)
+    y = torch.arange(2).repeat(125)
+    x = torch.randn(250, 150, generator=g) + 0.15 * (2 * y[:, None] - 1)  # as above: strong weight decay wins
+    _, accs = select_weight_decay(x, y, 2)
+    grid = sorted(WEIGHT_DECAYS, reverse=True)
+    descent = [wd for wd in grid if wd in accs]
+    assert descent == grid[: len(descent)] and len(descent) < len(grid), accs  # the weakest decades: never solved
+    held = [accs[wd] for wd in descent]
+    assert held[-1] < max(held[:-1]) and held[:-1] == sorted(held[:-1]), accs  # it stopped at the first fall
 
 
 def test_linear_probe_chooses_its_weight_decay_on_training_features_only():
