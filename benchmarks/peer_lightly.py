@@ -35,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import timm
@@ -44,8 +45,13 @@ from _common import subsets
 from _results import write_section
 
 import lwzoo
+from lwzoo.archs import get_arch
+from lwzoo.builtin_data import render_textures
+from lwzoo.config import parse_overrides
+from lwzoo.engine import Engine
 from lwzoo.env import cache_dir
 from lwzoo.metrics import read_metrics
+from lwzoo.recipe import default_decode_size, load_recipe
 from lwzoo.run_folder import METRICS
 
 CHILD = Path(__file__).with_name("_peer_lightly_child.py")
@@ -73,9 +79,9 @@ def lightly_python(venv: Path) -> Path:
     return python
 
 
-def lwzoo_step_seconds(folder: Path, size: int, symmetric: bool, a: argparse.Namespace) -> list[float]:
-    """Seconds of each timed step of an ``lwzoo.pretrain`` run on ``folder`` (a fresh run folder each time)."""
-    overrides = [
+def lwzoo_overrides(size: int, symmetric: bool, a: argparse.Namespace) -> list[str]:
+    """The tuned recipe, overridden to the shared settings."""
+    return [
         f"augment.image_size={size}",
         f"moco.queue_size={a.queue}",
         f"moco.symmetric={str(symmetric).lower()}",
@@ -83,6 +89,30 @@ def lwzoo_step_seconds(folder: Path, size: int, symmetric: bool, a: argparse.Nam
         "optim.warmup_epochs=0",  # the smoothed loss from step 1, as in most of a run
         "train.log_every=1",
     ]
+
+
+def lwzoo_step_parts(size: int, symmetric: bool, a: argparse.Namespace) -> dict[str, float]:
+    """Median seconds of lwzoo's training step (``Engine.train_step``, as ``pretrain`` runs it, batch fetch
+    aside) and of its augmentation alone (both views of the batch, the same call the step makes): where a
+    step's time goes, and so the most that faster augmentation could buy."""
+    recipe = load_recipe("mobilenetv3_large", parse_overrides(lwzoo_overrides(size, symmetric, a)))
+    engine = Engine(get_arch("mobilenetv3_large"), recipe, steps_per_epoch=1000, seed=0, device=torch.device("cpu"))
+    batch, _ = render_textures(a.batch, recipe.data.decode_size or default_decode_size(size), seed=0)
+    step, augment = [], []
+    for i in range(a.warmup + a.steps):
+        t0 = time.perf_counter()
+        engine.train_step(batch)
+        t1 = time.perf_counter()
+        engine.augment(batch, torch.Generator().manual_seed(i))
+        if i >= a.warmup:
+            step.append(t1 - t0)
+            augment.append(time.perf_counter() - t1)
+    return {"step": statistics.median(step), "augment": statistics.median(augment)}
+
+
+def lwzoo_step_seconds(folder: Path, size: int, symmetric: bool, a: argparse.Namespace) -> list[float]:
+    """Seconds of each timed step of an ``lwzoo.pretrain`` run on ``folder`` (a fresh run folder each time)."""
+    overrides = lwzoo_overrides(size, symmetric, a)
     with tempfile.TemporaryDirectory(prefix="lwzoo-peer-") as scratch:
         result = lwzoo.pretrain(
             "mobilenetv3_large",
@@ -146,7 +176,26 @@ def row(size: int, symmetric: bool, steps: dict[str, list[float]], batch: int) -
     return f"| {size} | {loss} | {' | '.join(shown)} | {' | '.join(cells)} |", verdicts
 
 
-def section(a: argparse.Namespace, rows: list[str], verdicts: list[str], versions: dict[str, str], load) -> str:
+def parts_table(parts: dict[tuple[int, str], dict[str, float]], peer: dict[tuple[int, str], float | None], batch):
+    """lwzoo's step split into augmentation and the rest, and the pairs/s it would reach with free augmentation
+    (a ceiling no augmentation work can pass), against lightly with channels_last."""
+    rows = []
+    for (size, loss), p in parts.items():
+        rest = p["step"] - p["augment"]
+        ceiling = batch / rest
+        over = f"{ceiling / peer[size, loss]:.2f}x" if peer.get((size, loss)) else "-"
+        ms = (p["step"] * 1000, p["augment"] * 1000, rest * 1000)
+        rows.append(f"| {size} | {loss} | {ms[0]:.0f} | {ms[1]:.0f} | {ms[2]:.0f} | {ceiling:.0f} | {over} |")
+    return (
+        "| px | loss | lwzoo step ms | its augmentation ms | the rest (networks, loss, update) ms "
+        "| pairs/s with free augmentation | that / lightly channels_last |\n|---|---|---|---|---|---|---|\n"
+        + "\n".join(rows)
+    )
+
+
+def section(
+    a: argparse.Namespace, rows: list[str], verdicts: list[str], versions: dict[str, str], load, parts: str
+) -> str:
     versions = versions or {"lightly": "not run"}
     peer = ", ".join(f"{k} {v}" for k, v in versions.items())
     return (
@@ -163,6 +212,9 @@ def section(a: argparse.Namespace, rows: list[str], verdicts: list[str], version
         + "\n".join(rows)
         + "\n\nTargets (lwzoo >= 3x lightly as shipped, >= 2x lightly with channels_last):\n\n"
         + "\n".join(f"- {v}" for v in verdicts)
+        + "\n\nWhere lwzoo's step goes (``Engine.train_step`` with the same settings on a batch held in memory, "
+        f"median of {a.steps} steps after {a.warmup} warm-up; the augmentation timed alone, both views, the "
+        "call the step makes):\n\n" + parts
     )
 
 
@@ -192,7 +244,7 @@ def main() -> None:
     python = None if a.lwzoo_only else lightly_python(a.venv)
     folder = a.data or subsets(a.images // 10, 500)[0]
     load_before = os.getloadavg()[0]
-    rows, verdicts, versions = [], [], {}
+    rows, verdicts, versions, peer = [], [], {}, {}
     for size in a.sizes:
         for loss in a.losses:
             m = measure(folder, size, loss == "symmetric", python, a)
@@ -200,12 +252,17 @@ def main() -> None:
             rows.append(line)
             verdicts += judged
             versions = m["versions"] or versions
+            cl = m["steps"]["lightly channels_last"]
+            peer[size, loss] = a.batch / statistics.median(cl) if cl else None
             print(line, flush=True)
+    load_after = os.getloadavg()[0]
+    parts = {(size, loss): lwzoo_step_parts(size, loss == "symmetric", a) for size in a.sizes for loss in a.losses}
+    table = parts_table(parts, peer, a.batch)
     if a.dry_run:
         verdicts = ["not judged (dry run: a few steps on a few images)"]
-    print("\n".join(verdicts))
+    print("\n".join(verdicts) + "\n" + table)
     if not a.no_write:
-        write_section("peer_lightly", section(a, rows, verdicts, versions, (load_before, os.getloadavg()[0])))
+        write_section("peer_lightly", section(a, rows, verdicts, versions, (load_before, load_after), table))
 
 
 if __name__ == "__main__":

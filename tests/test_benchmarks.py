@@ -181,8 +181,14 @@ def test_peer_lightly_dry_run_times_lwzoo_through_pretrain_and_judges_nothing(tm
     text = results.read_text()
     assert "<!-- peer_lightly:start -->" in text and "<!-- peer_lightly:end -->" in text
     assert "not judged (dry run" in text and ": met" not in text and ": missed" not in text
-    rows = [line.split("|") for line in text.splitlines() if line.startswith("| 32 |")]
+    speed, _, profile = text.partition("Where lwzoo's step goes")
+    rows = [line.split("|") for line in speed.splitlines() if line.startswith("| 32 |")]
     assert [r[2].strip() for r in rows] == ["asymmetric", "symmetric"], rows
+    parts = [[c.strip() for c in line.split("|")] for line in profile.splitlines() if line.startswith("| 32 |")]
+    assert [p[2] for p in parts] == ["asymmetric", "symmetric"], parts
+    for p in parts:  # step = augmentation + the rest, in ms
+        step, augment, rest = (float(c) for c in p[3:6])
+        assert 0 < augment < step and abs(step - augment - rest) <= 1, p
     for r in rows:
         assert r[3].strip().endswith("(1 steps)") and float(r[3].split()[0]) > 0, r  # lwzoo's pairs/s
         for lightly in (r[4], r[5]):
