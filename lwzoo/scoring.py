@@ -199,11 +199,11 @@ def _search_weight_decay(
     accuracy of each one tried (ascending) and its solution on the other four fifths.
 
     The grid is solved from strong to weak regularisation, each solve starting from the previous optimum, and
-    the descent stops at the first decade that scores below an earlier one: held-out accuracy is unimodal in
-    the weight decay, and the weakest decades are the slowest to solve (on 40,000 CIFAR-10 features of 1,280
-    dims, warm-started: 28 s of CPU at 1e-2, 60 s at 1e-3, 147 s at 1e-4). While the winner is the smallest or largest value
-    tried, the grid grows a decade past it (within WEIGHT_DECAY_RANGE), starting from the winner's optimum, so
-    a winner at an edge is never a cut-off.
+    the descent stops at the first decade that scores below an earlier one: held-out accuracy is taken to be
+    unimodal in the weight decay, and the weakest decades are the slowest to solve (40,000 CIFAR-10 features
+    of 1,280 dims, warm-started: 28 s of CPU at 1e-2, 60 s at 1e-3, 147 s at 1e-4). While the winner is the
+    smallest or largest value tried, the grid grows a decade past it (within WEIGHT_DECAY_RANGE), starting
+    from the winner's optimum, so a winner at an edge is never a cut-off.
     """
     perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
     held, fit = perm[: len(perm) // 5], perm[len(perm) // 5 :]
