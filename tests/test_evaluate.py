@@ -180,7 +180,9 @@ def test_linear_probe_weight_decay_is_chosen_without_the_val_set(tmp_path):
     assert (a.num_val, b.num_val) == (1024, 2048)
     assert a.settings["held_out_accuracy"] == b.settings["held_out_accuracy"]
     assert a.settings["weight_decay"] == b.settings["weight_decay"] in a.settings["held_out_accuracy"]
-    assert set(WEIGHT_DECAYS) <= set(a.settings["held_out_accuracy"])
+    tried = sorted(a.settings["held_out_accuracy"])  # from the grid's strongest, a decade at a time
+    steps = [h / w for w, h in zip(tried[:-1], tried[1:], strict=True)]
+    assert max(WEIGHT_DECAYS) in tried and steps == pytest.approx([10] * len(steps)), tried
     recorded = json.loads((tmp_path / "a" / "eval-linear.json").read_text())["settings"]  # the searched grid, filed
     assert recorded["weight_decay"] == a.settings["weight_decay"]
     assert {float(wd): acc for wd, acc in recorded["held_out_accuracy"].items()} == a.settings["held_out_accuracy"]
